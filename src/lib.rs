@@ -1,0 +1,14 @@
+//! arca: a content-addressed, deduplicating, encrypted backup store.
+//!
+//! Layers, each using only those below it:
+//! `ops` (backup, restore, verify, …) → [`repository`] → [`storage`], with pure code at the
+//! bottom: [`id`], [`crypto`], [`compress`], [`chunker`], [`format`].
+
+pub mod chunker;
+pub mod compress;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod id;
+
+pub use error::{Error, Result};
