@@ -10,5 +10,8 @@ pub mod crypto;
 pub mod error;
 pub mod format;
 pub mod id;
+pub mod storage;
 
 pub use error::{Error, Result};
+pub mod platform;
+pub mod repository;

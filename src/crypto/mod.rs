@@ -3,7 +3,7 @@
 //! Nothing here touches storage; the repository layer decides what to seal and where.
 
 mod kdf;
-mod seal;
+pub mod seal;
 
 pub use kdf::{KdfParams, derive_wrapping_key};
 pub use seal::{ObjectKind, SEAL_OVERHEAD, associated_data, open, seal, seal_into};

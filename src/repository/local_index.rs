@@ -1,0 +1,313 @@
+//! The local index: a disposable SQLite cache of the repository's index segments.
+//!
+//! It answers "is this blob stored, and where" without holding the index in memory. It
+//! holds nothing the repository does not: when in doubt it is cleared and refilled.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Error, Result};
+use crate::format::index::IndexSegment;
+use crate::format::pack::BlobKind;
+use crate::id::{BlobId, IndexId, PackId};
+
+/// Bumped whenever the schema changes; an old database is then rebuilt.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub id: BlobId,
+    pub kind: BlobKind,
+    pub pack: PackId,
+    pub offset: u64,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+pub struct LocalIndex {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl LocalIndex {
+    /// Opens (or creates) the database for repository `repo_id`; a database that cannot be
+    /// read, or was made for another repository or schema, is deleted and started afresh.
+    pub fn open(path: &Path, repo_id: &[u8; 32]) -> Result<LocalIndex> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        match Self::try_open(path, repo_id) {
+            Ok(index) => Ok(index),
+            Err(_) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let p = PathBuf::from(format!("{}{suffix}", path.display()));
+                    let _ = std::fs::remove_file(p);
+                }
+                Self::try_open(path, repo_id)
+            }
+        }
+    }
+
+    fn try_open(path: &Path, repo_id: &[u8; 32]) -> Result<LocalIndex> {
+        let err = |e: rusqlite::Error| Error::LocalIndex { path: path.to_path_buf(), reason: e.to_string() };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA cache_size = -32768;
+             PRAGMA busy_timeout = 60000;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS segments (id BLOB PRIMARY KEY) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS packs (
+                 num INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS blobs (
+                 id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack INTEGER NOT NULL,
+                 offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
+             CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;",
+        )
+        .map_err(err)?;
+        let index = LocalIndex { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        let stored_repo: Option<Vec<u8>> = index.query_meta("repo_id")?;
+        let stored_schema: Option<Vec<u8>> = index.query_meta("schema")?;
+        let schema = SCHEMA_VERSION.to_le_bytes().to_vec();
+        if stored_repo.as_deref() != Some(repo_id.as_slice()) || stored_schema.as_deref() != Some(schema.as_slice()) {
+            index.clear()?;
+            let conn = index.conn();
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('repo_id', ?1)", params![repo_id.as_slice()]).map_err(err)?;
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?1)", params![schema]).map_err(err)?;
+        }
+        Ok(index)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, e: rusqlite::Error) -> Error {
+        Error::LocalIndex { path: self.path.clone(), reason: e.to_string() }
+    }
+
+    fn query_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets everything but the repository id.
+    pub fn clear(&self) -> Result<()> {
+        self.conn()
+            .execute_batch("DELETE FROM segments; DELETE FROM packs; DELETE FROM blobs;")
+            .map_err(|e| self.err(e))
+    }
+
+    /// The index segments whose contents are loaded.
+    pub fn loaded_segments(&self) -> Result<HashSet<IndexId>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id FROM segments").map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(|e| self.err(e))?;
+        let mut out = HashSet::new();
+        for row in rows {
+            if let Some(id) = IndexId::from_slice(&row.map_err(|e| self.err(e))?) {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Loads one index segment, in one transaction.
+    pub fn add_segment(&self, id: IndexId, segment: &IndexSegment) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut insert_pack = tx
+                .prepare_cached("INSERT INTO packs (id, size) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET size = excluded.size RETURNING num")
+                .map_err(|e| self.err(e))?;
+            let mut insert_blob = tx
+                .prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .map_err(|e| self.err(e))?;
+            for pack in &segment.packs {
+                let num: i64 = insert_pack
+                    .query_row(params![pack.id.as_bytes().as_slice(), pack.size as i64], |r| r.get(0))
+                    .map_err(|e| self.err(e))?;
+                for b in &pack.blobs {
+                    insert_blob
+                        .execute(params![
+                            b.id.as_bytes().as_slice(),
+                            b.kind as u8,
+                            num,
+                            b.offset as i64,
+                            b.length,
+                            b.raw_length
+                        ])
+                        .map_err(|e| self.err(e))?;
+                }
+            }
+            tx.execute("INSERT OR IGNORE INTO segments VALUES (?1)", params![id.as_bytes().as_slice()])
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1").map_err(|e| self.err(e))?;
+        stmt.exists(params![id.as_bytes().as_slice()]).map_err(|e| self.err(e))
+    }
+
+    pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT b.kind, p.id, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.num = b.pack WHERE b.id = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_row(params![id.as_bytes().as_slice()], |r| {
+            Ok((r.get::<_, u8>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, u32>(3)?, r.get::<_, u32>(4)?))
+        })
+        .optional()
+        .map_err(|e| self.err(e))?
+        .map(|(kind, pack, offset, length, raw_length)| {
+            Ok(BlobLocation {
+                id: *id,
+                kind: BlobKind::from_u8(kind).ok_or_else(|| self.err(rusqlite::Error::InvalidQuery))?,
+                pack: PackId::from_slice(&pack).ok_or_else(|| self.err(rusqlite::Error::InvalidQuery))?,
+                offset: offset as u64,
+                length,
+                raw_length,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every pack the index knows, with its recorded size.
+    pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id, size FROM packs").map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, size) = row.map_err(|e| self.err(e))?;
+            if let Some(id) = PackId::from_slice(&id) {
+                out.push((id, size as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets packs (and their blobs), so that their chunks are stored again rather
+    /// than deduplicated against data that is gone.
+    pub fn drop_packs(&self, packs: &[PackId]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for pack in packs {
+            let p = pack.as_bytes().as_slice();
+            tx.execute("DELETE FROM blobs WHERE pack = (SELECT num FROM packs WHERE id = ?1)", params![p])
+                .map_err(|e| self.err(e))?;
+            tx.execute("DELETE FROM packs WHERE id = ?1", params![p]).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Calls `f` with every blob the index knows.
+    pub fn for_each_blob(&self, mut f: impl FnMut(BlobLocation)) -> Result<()> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT b.id, b.kind, p.id, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.num = b.pack")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let id: Vec<u8> = r.get(0).map_err(|e| self.err(e))?;
+            let pack: Vec<u8> = r.get(2).map_err(|e| self.err(e))?;
+            let kind: u8 = r.get(1).map_err(|e| self.err(e))?;
+            if let (Some(id), Some(pack), Some(kind)) = (BlobId::from_slice(&id), PackId::from_slice(&pack), BlobKind::from_u8(kind)) {
+                f(BlobLocation {
+                    id,
+                    kind,
+                    pack,
+                    offset: r.get::<_, i64>(3).map_err(|e| self.err(e))? as u64,
+                    length: r.get(4).map_err(|e| self.err(e))?,
+                    raw_length: r.get(5).map_err(|e| self.err(e))?,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A snapshot's decoded body, cached by id (snapshot files never change).
+    pub fn cached_snapshot(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT body FROM snapshots WHERE id = ?1").map_err(|e| self.err(e))?;
+        stmt.query_row(params![id.as_slice()], |r| r.get(0)).optional().map_err(|e| self.err(e))
+    }
+
+    pub fn cache_snapshot(&self, id: &[u8; 32], body: &[u8]) -> Result<()> {
+        self.conn()
+            .execute("INSERT OR REPLACE INTO snapshots VALUES (?1, ?2)", params![id.as_slice(), body])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::index::IndexedPack;
+    use crate::format::pack::PackEntry;
+
+    fn segment(pack: u8, blobs: &[u8]) -> IndexSegment {
+        IndexSegment {
+            packs: vec![IndexedPack {
+                id: PackId([pack; 32]),
+                size: 10_000,
+                blobs: blobs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &b)| PackEntry { kind: BlobKind::Data, id: BlobId([b; 32]), offset: i as u64 * 100, length: 100, raw_length: 90 })
+                    .collect(),
+            }],
+            supersedes: vec![],
+        }
+    }
+
+    #[test]
+    fn segments_load_and_dropped_packs_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x/index.sqlite");
+        let index = LocalIndex::open(&path, &[1; 32]).unwrap();
+        index.add_segment(IndexId([9; 32]), &segment(1, &[10, 11])).unwrap();
+        index.add_segment(IndexId([8; 32]), &segment(2, &[12])).unwrap();
+        let loc = index.lookup(&BlobId([11; 32])).unwrap().unwrap();
+        assert_eq!((loc.pack, loc.offset, loc.length), (PackId([1; 32]), 100, 100));
+        assert!(index.contains(&BlobId([12; 32])).unwrap());
+        assert_eq!(index.loaded_segments().unwrap().len(), 2);
+        index.drop_packs(&[PackId([1; 32])]).unwrap();
+        assert!(!index.contains(&BlobId([10; 32])).unwrap());
+        assert!(index.contains(&BlobId([12; 32])).unwrap());
+        let mut n = 0;
+        index.for_each_blob(|_| n += 1).unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_database_for_another_repository_or_a_damaged_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let index = LocalIndex::open(&path, &[1; 32]).unwrap();
+        index.add_segment(IndexId([9; 32]), &segment(1, &[10])).unwrap();
+        drop(index);
+        let index = LocalIndex::open(&path, &[2; 32]).unwrap();
+        assert!(index.loaded_segments().unwrap().is_empty());
+        drop(index);
+        std::fs::write(&path, b"this is not a database, just garbage bytes that sqlite must refuse").unwrap();
+        let _ = std::fs::remove_file(dir.path().join("index.sqlite-wal"));
+        let index = LocalIndex::open(&path, &[2; 32]).unwrap();
+        assert!(index.loaded_segments().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,424 @@
+//! The repository: the one place where keys, formats, compression and storage meet.
+//!
+//! Operations (backup, restore, verify, …) work through this type and never touch the
+//! storage trait directly.
+
+mod keys;
+pub mod local_index;
+mod saver;
+mod snapshots;
+
+pub use local_index::{BlobLocation, LocalIndex};
+pub use saver::{BlobSaver, SaveStats};
+pub use snapshots::SnapshotFilter;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rayon::prelude::*;
+
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::crypto::{self, KdfParams, Keys, ObjectKind};
+use crate::error::{Error, Result};
+use crate::format::config::{DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE, PACK_SIZE_RANGE, RepoConfig};
+use crate::format::index::IndexSegment;
+use crate::format::pack::{self, BlobKind, PackEntry};
+use crate::format::tree::Tree;
+use crate::format::wire::Reader;
+use crate::format::{self as fmt, FileKind, HeaderError};
+use crate::id::{BlobId, IndexId, KeyId, PackId};
+use crate::storage::{FileType, Storage};
+
+/// Settings for a new repository.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    pub chunker: ChunkerParams,
+    pub pack_size: u32,
+    pub compression_level: i32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            kdf: KdfParams::DEFAULT,
+            chunker: ChunkerParams::DEFAULT,
+            pack_size: DEFAULT_PACK_SIZE,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+        }
+    }
+}
+
+pub struct Repository {
+    storage: Arc<dyn Storage>,
+    keys: Keys,
+    key_id: KeyId,
+    config: RepoConfig,
+    cache_dir: PathBuf,
+    index: OnceLock<Arc<LocalIndex>>,
+}
+
+/// The default local cache folder: `$XDG_CACHE_HOME/arca`, else `~/.cache/arca`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("arca");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".cache").join("arca"),
+        None => std::env::temp_dir().join("arca-cache"),
+    }
+}
+
+impl Repository {
+    /// Creates a new repository protected by `password`.
+    pub fn init(storage: Arc<dyn Storage>, password: &[u8], options: &InitOptions, cache_dir: &Path) -> Result<Repository> {
+        if !storage.list(FileType::Config)?.is_empty() {
+            return Err(Error::RepositoryExists(storage.location()));
+        }
+        options.kdf.check()?;
+        options.chunker.check()?;
+        if !PACK_SIZE_RANGE.contains(&options.pack_size) {
+            return Err(Error::invalid(format!("pack size {} is outside {PACK_SIZE_RANGE:?}", options.pack_size)));
+        }
+        let config = RepoConfig {
+            repo_id: crypto::random_bytes(),
+            chunker: options.chunker,
+            pack_size: options.pack_size,
+            compression_level: options.compression_level,
+            created: crate::platform::now().secs,
+        };
+        // Validates the level the same way a reader will.
+        RepoConfig::decode_body(&config.encode_body()).map_err(Error::invalid)?;
+        let keys = Keys::generate();
+        storage.create()?;
+        let key_id = keys::write_key_file(storage.as_ref(), &keys, password, options.kdf)?;
+        // The config is written last: its presence is what makes a repository.
+        let sealed = seal_file(&keys, FileKind::Config, ObjectKind::Config, &config.encode_body(), None);
+        storage.write(FileType::Config, "config", &sealed)?;
+        Ok(Repository { storage, keys, key_id, config, cache_dir: cache_dir.to_path_buf(), index: OnceLock::new() })
+    }
+
+    /// Opens a repository with `password`.
+    pub fn open(storage: Arc<dyn Storage>, password: &[u8], cache_dir: &Path) -> Result<Repository> {
+        let config_bytes = match storage.read(FileType::Config, "config") {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => return Err(Error::NoRepository(storage.location())),
+            Err(e) => return Err(e),
+        };
+        // The version is checked before the password, so an old arca says so plainly.
+        check_header(&config_bytes, FileKind::Config, "config")?;
+        let (keys, key_id) = keys::unlock(storage.as_ref(), password)?;
+        let body = open_file(&keys, &config_bytes, FileKind::Config, ObjectKind::Config, "config")?;
+        let config = RepoConfig::decode_body(&body).map_err(|e| Error::corrupt("config", e))?;
+        Ok(Repository { storage, keys, key_id, config, cache_dir: cache_dir.to_path_buf(), index: OnceLock::new() })
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.config.chunker, self.keys.chunker_seed())
+    }
+
+    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
+        self.keys.blob_id(plaintext)
+    }
+
+    /// The local index database, opened on first use (without refreshing it).
+    pub fn local_index(&self) -> Result<&LocalIndex> {
+        Ok(self.shared_index_ref()?.as_ref())
+    }
+
+    fn shared_index_ref(&self) -> Result<&Arc<LocalIndex>> {
+        if let Some(index) = self.index.get() {
+            return Ok(index);
+        }
+        let path = self.cache_dir.join(hex::encode(self.config.repo_id)).join("index.sqlite");
+        let index = Arc::new(LocalIndex::open(&path, &self.config.repo_id)?);
+        Ok(self.index.get_or_init(|| index))
+    }
+
+    pub(crate) fn shared_index(&self) -> Result<Arc<LocalIndex>> {
+        self.shared_index_ref().cloned()
+    }
+
+    /// Brings the local index up to date with the repository's index segments and returns
+    /// it: loads segments it has not seen; starts over if one it loaded has vanished.
+    pub fn index(&self) -> Result<&LocalIndex> {
+        let index = self.local_index()?;
+        let listed: HashSet<IndexId> =
+            self.storage.list(FileType::Index)?.iter().filter_map(|f| f.name.parse().ok()).collect();
+        let mut loaded = index.loaded_segments()?;
+        if !loaded.is_subset(&listed) {
+            index.clear()?;
+            loaded.clear();
+        }
+        let mut new: Vec<IndexId> = listed.difference(&loaded).copied().collect();
+        new.sort();
+        if new.is_empty() {
+            return Ok(index);
+        }
+        let segments: Vec<(IndexId, IndexSegment)> =
+            new.par_iter().map(|id| Ok((*id, self.load_index_segment(id)?))).collect::<Result<_>>()?;
+        let superseded: HashSet<IndexId> = segments.iter().flat_map(|(_, s)| s.supersedes.iter().copied()).collect();
+        if !superseded.is_disjoint(&loaded) {
+            index.clear()?;
+            return self.index();
+        }
+        for (id, segment) in &segments {
+            if !superseded.contains(id) {
+                index.add_segment(*id, segment)?;
+            }
+        }
+        Ok(index)
+    }
+
+    /// Drops from the local index every pack the repository no longer has (or has at a
+    /// different size), so that a backup stores their chunks again. Returns those packs.
+    pub fn forget_missing_packs(&self) -> Result<Vec<PackId>> {
+        let index = self.index()?;
+        let present: std::collections::HashMap<String, u64> =
+            self.storage.list(FileType::Pack)?.into_iter().map(|f| (f.name, f.size)).collect();
+        let missing: Vec<PackId> = index
+            .packs()?
+            .into_iter()
+            .filter(|(id, size)| present.get(&id.to_hex()) != Some(size))
+            .map(|(id, _)| id)
+            .collect();
+        if !missing.is_empty() {
+            index.drop_packs(&missing)?;
+        }
+        Ok(missing)
+    }
+
+    pub fn list_files(&self, ty: FileType) -> Result<Vec<crate::storage::FileInfo>> {
+        self.storage.list(ty)
+    }
+
+    pub fn load_index_segment(&self, id: &IndexId) -> Result<IndexSegment> {
+        let name = FileType::Index.relative_path(&id.to_hex());
+        let bytes = self.storage.read(FileType::Index, &id.to_hex())?;
+        check_stored_name(&bytes, &id.0, &name)?;
+        let body = open_file(&self.keys, &bytes, FileKind::Index, ObjectKind::IndexSegment, &name)?;
+        IndexSegment::decode_body(&body).map_err(|e| Error::corrupt(name, e))
+    }
+
+    /// Writes an index segment durably and returns its id.
+    pub fn save_index_segment(&self, segment: &IndexSegment) -> Result<IndexId> {
+        let bytes = seal_file(&self.keys, FileKind::Index, ObjectKind::IndexSegment, &segment.encode_body(), None);
+        let id = IndexId::of_stored_bytes(&bytes);
+        self.storage.write(FileType::Index, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Where a blob is stored, from the local index.
+    pub fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
+        self.index()?.lookup(id)?.ok_or_else(|| Error::NotFound(format!("blob {id} (not in any index segment)")))
+    }
+
+    /// Reads, opens and decodes one blob.
+    pub fn load_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        let sealed = self.read_pack_range(&loc.pack, loc.offset, loc.length as usize)?;
+        self.open_blob(&loc, &sealed)
+    }
+
+    /// Opens a sealed blob read from its pack; fails unless it authenticates as `loc.id`.
+    pub fn open_blob(&self, loc: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
+        let what = || format!("blob {} in pack {}", loc.id, loc.pack);
+        let kind = match loc.kind {
+            BlobKind::Data => ObjectKind::DataBlob,
+            BlobKind::Tree => ObjectKind::TreeBlob,
+        };
+        let ad = crypto::associated_data(kind, Some(&loc.id.0));
+        let payload = crypto::open(self.keys.encryption(), &ad, sealed)
+            .ok_or_else(|| Error::corrupt(what(), "authentication failed (bit rot or tampering)"))?;
+        let data = fmt::decode_payload(payload).map_err(|e| Error::corrupt(what(), e))?;
+        if data.len() != loc.raw_length as usize {
+            return Err(Error::corrupt(what(), format!("{} bytes, the index says {}", data.len(), loc.raw_length)));
+        }
+        Ok(data)
+    }
+
+    pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        let bytes = self.load_blob(id)?;
+        Tree::decode_body(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
+    }
+
+    pub fn read_pack_range(&self, pack: &PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.storage.read_range(FileType::Pack, &pack.to_hex(), offset, len)
+    }
+
+    pub fn read_pack(&self, pack: &PackId) -> Result<Vec<u8>> {
+        self.storage.read(FileType::Pack, &pack.to_hex())
+    }
+
+    /// Decodes the header of a whole pack held in memory.
+    pub fn decode_pack_header(&self, pack: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+        let name = FileType::Pack.relative_path(&pack.to_hex());
+        let len = bytes.len() as u64;
+        if bytes.len() < pack::TRAILER_LEN {
+            return Err(Error::corrupt(name, "too short to be a pack (truncated)"));
+        }
+        let header_len = pack::decode_trailer(&bytes[bytes.len() - pack::TRAILER_LEN..], len)
+            .map_err(|e| Error::corrupt(&name, e))? as usize;
+        let data_len = bytes.len() - pack::TRAILER_LEN - header_len;
+        let sealed = &bytes[data_len..data_len + header_len];
+        let ad = crypto::associated_data(ObjectKind::PackHeader, None);
+        let payload = crypto::open(self.keys.encryption(), &ad, sealed)
+            .ok_or_else(|| Error::corrupt(&name, "header authentication failed"))?;
+        let body = fmt::decode_payload(payload).map_err(|e| Error::corrupt(&name, e))?;
+        let mut r = Reader::new(&body);
+        let entries = pack::decode_entries(&mut r, data_len as u64).map_err(|e| Error::corrupt(&name, e))?;
+        r.finish().map_err(|e| Error::corrupt(&name, e))?;
+        Ok(entries)
+    }
+
+    /// Starts writing blobs; see [`BlobSaver`].
+    pub fn saver(&self) -> Result<BlobSaver<'_>> {
+        BlobSaver::new(self)
+    }
+
+}
+
+/// `file header ‖ sealed payload(body)`.
+fn seal_file(keys: &Keys, kind: FileKind, object: ObjectKind, body: &[u8], level: Option<i32>) -> Vec<u8> {
+    let mut buf = vec![0u8; crypto::seal::NONCE_LEN];
+    fmt::encode_payload_into(body, level.or(Some(DEFAULT_COMPRESSION_LEVEL)), &mut buf);
+    crypto::seal_into(keys.encryption(), &crypto::associated_data(object, None), &mut buf);
+    let mut out = fmt::file_header(kind).to_vec();
+    out.extend_from_slice(&buf);
+    out
+}
+
+fn check_header<'a>(bytes: &'a [u8], kind: FileKind, name: &str) -> Result<&'a [u8]> {
+    fmt::check_file_header(bytes, kind).map_err(|e| match e {
+        HeaderError::Version(found) => {
+            Error::UnsupportedVersion { what: name.to_string(), found, supported: fmt::FORMAT_VERSION }
+        }
+        HeaderError::Malformed(reason) => Error::corrupt(name, reason),
+    })
+}
+
+fn open_file(keys: &Keys, bytes: &[u8], kind: FileKind, object: ObjectKind, name: &str) -> Result<Vec<u8>> {
+    let sealed = check_header(bytes, kind, name)?;
+    let payload = crypto::open(keys.encryption(), &crypto::associated_data(object, None), sealed)
+        .ok_or_else(|| Error::corrupt(name, "authentication failed (bit rot or tampering)"))?;
+    fmt::decode_payload(payload).map_err(|e| Error::corrupt(name, e))
+}
+
+/// A content-addressed file must hash to its name.
+fn check_stored_name(bytes: &[u8], id: &[u8; 32], name: &str) -> Result<()> {
+    if blake3::hash(bytes).as_bytes() != id {
+        return Err(Error::corrupt(name, "contents do not match the file name's hash"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::snapshot::Snapshot;
+    use crate::storage::MemoryStorage;
+
+    pub(crate) fn test_options() -> InitOptions {
+        InitOptions { kdf: KdfParams::MINIMAL, pack_size: 1 << 20, ..InitOptions::default() }
+    }
+
+    #[test]
+    fn blobs_survive_a_reopen_and_deduplicate() {
+        let storage = Arc::new(MemoryStorage::new());
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
+        let saver = repo.saver().unwrap();
+        let a = saver.save(BlobKind::Data, &vec![1u8; 300_000]).unwrap();
+        let again = saver.save(BlobKind::Data, &vec![1u8; 300_000]).unwrap();
+        assert!(a.added && !again.added);
+        let mut ids = vec![a.id];
+        for i in 0..40u32 {
+            let mut data = vec![0u8; 50_000];
+            blake3::Hasher::new().update(&i.to_le_bytes()).finalize_xof().fill(&mut data);
+            ids.push(saver.save(BlobKind::Data, &data).unwrap().id);
+        }
+        let stats = saver.finish().unwrap();
+        assert_eq!(stats.blobs_added, 41);
+        assert!(stats.packs_written >= 2, "{stats:?}");
+        drop(repo);
+
+        let other_cache = tempfile::tempdir().unwrap();
+        let repo = Repository::open(storage.clone(), b"pw", other_cache.path()).unwrap();
+        assert_eq!(repo.load_blob(&a.id).unwrap(), vec![1u8; 300_000]);
+        for id in &ids {
+            let data = repo.load_blob(id).unwrap();
+            assert_eq!(repo.blob_id(&data), *id);
+        }
+        let saver = repo.saver().unwrap();
+        assert!(!saver.save(BlobKind::Data, &vec![1u8; 300_000]).unwrap().added);
+        saver.finish().unwrap();
+
+        assert!(matches!(Repository::open(storage.clone(), b"nope", cache.path()), Err(Error::WrongPassword)));
+        assert!(matches!(
+            Repository::init(storage, b"pw", &test_options(), cache.path()),
+            Err(Error::RepositoryExists(_))
+        ));
+    }
+
+    #[test]
+    fn a_vanished_pack_is_not_deduplicated_against() {
+        let storage = Arc::new(MemoryStorage::new());
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
+        let saver = repo.saver().unwrap();
+        let id = saver.save(BlobKind::Data, b"some data worth keeping").unwrap().id;
+        saver.finish().unwrap();
+        let pack = repo.locate(&id).unwrap().pack;
+        storage.remove(FileType::Pack, &pack.to_hex()).unwrap();
+        let saver = repo.saver().unwrap();
+        assert!(saver.save(BlobKind::Data, b"some data worth keeping").unwrap().added);
+        saver.finish().unwrap();
+        let repo = Repository::open(storage, b"pw", cache.path()).unwrap();
+        assert_eq!(repo.load_blob(&id).unwrap(), b"some data worth keeping");
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_resolve() {
+        let storage = Arc::new(MemoryStorage::new());
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::init(storage, b"pw", &test_options(), cache.path()).unwrap();
+        let mut snap = Snapshot {
+            time: crate::platform::now(),
+            host: "h".into(),
+            user: "u".into(),
+            paths: vec!["/srv".into()],
+            tags: vec![],
+            parent: None,
+            tree: BlobId([1; 32]),
+            program_version: "test".into(),
+            summary: Default::default(),
+        };
+        let first = repo.save_snapshot(&snap).unwrap();
+        snap.time.secs += 10;
+        snap.host = "other".into();
+        let second = repo.save_snapshot(&snap).unwrap();
+        let all = SnapshotFilter::default();
+        assert_eq!(repo.find_snapshot("latest", &all).unwrap().0, second);
+        let h = SnapshotFilter { hosts: vec!["h".into()], ..Default::default() };
+        assert_eq!(repo.find_snapshot("latest", &h).unwrap().0, first);
+        assert_eq!(repo.find_snapshot(&first.to_hex()[..10], &all).unwrap().0, first);
+        assert!(repo.find_snapshot("xyz", &all).is_err());
+    }
+}

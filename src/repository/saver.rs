@@ -1,0 +1,279 @@
+//! Writing blobs: deduplicate, compress, seal, gather into packs, write packs and index
+//! segments in the order that keeps the repository consistent at every instant.
+//!
+//! Many threads call [`BlobSaver::save`] at once. Each blob is claimed once (so two
+//! threads never store the same chunk), compressed and sealed outside any lock, and
+//! appended to the open pack of its kind. A full pack goes to a writer thread, so hashing
+//! and compression continue while it is written. Blobs enter the local index only after
+//! an index segment naming their pack is durable.
+
+use std::collections::HashSet;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use super::Repository;
+use crate::crypto::{self, ObjectKind};
+use crate::error::{Error, Result};
+use crate::format::index::{IndexSegment, IndexedPack};
+use crate::format::pack::{self, BlobKind, PackEntry};
+use crate::format::wire::Writer;
+use crate::format::{self as fmt};
+use crate::id::{BlobId, IndexId, PackId};
+use crate::storage::FileType;
+
+/// Write an index segment once this many blobs wait in written packs, so that a long
+/// backup's progress survives a crash and memory stays bounded.
+const CHECKPOINT_BLOBS: usize = 100_000;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SaveStats {
+    pub blobs_added: u64,
+    /// Plaintext bytes of the blobs added.
+    pub raw_bytes_added: u64,
+    /// Bytes written to packs for them (compressed and sealed).
+    pub stored_bytes_added: u64,
+    pub packs_written: u64,
+    pub index_segments: Vec<IndexId>,
+}
+
+#[derive(Default)]
+struct OpenPack {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+struct Shared {
+    /// Blobs claimed by this session and not yet in the local index.
+    pending: Mutex<HashSet<BlobId>>,
+    /// Packs written whose index segment is not yet written.
+    written: Mutex<Vec<IndexedPack>>,
+    error: Mutex<Option<Error>>,
+    stats: Mutex<SaveStats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct BlobSaver<'r> {
+    repo: &'r Repository,
+    shared: Arc<Shared>,
+    open: [Mutex<OpenPack>; 2],
+    sender: Option<SyncSender<OpenPack>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// What became of a blob handed to [`BlobSaver::save`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Saved {
+    pub id: BlobId,
+    /// False when the repository (or this session) already had it.
+    pub added: bool,
+}
+
+impl<'r> BlobSaver<'r> {
+    pub(super) fn new(repo: &'r Repository) -> Result<Self> {
+        // Refresh the index and forget packs that have vanished before deduplicating.
+        repo.forget_missing_packs()?;
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashSet::new()),
+            written: Mutex::new(Vec::new()),
+            error: Mutex::new(None),
+            stats: Mutex::new(SaveStats::default()),
+        });
+        // One pack in the channel and one being written: memory stays bounded while a
+        // slow disk catches up.
+        let (sender, receiver) = sync_channel::<OpenPack>(1);
+        let writer = {
+            let shared = Arc::clone(&shared);
+            let storage = RepoHandles::new(repo)?;
+            std::thread::Builder::new()
+                .name("arca-pack-writer".into())
+                .spawn(move || {
+                    for pack in receiver {
+                        if lock(&shared.error).is_some() {
+                            continue;
+                        }
+                        if let Err(e) = storage.write_pack(pack, &shared) {
+                            lock(&shared.error).get_or_insert(e);
+                        }
+                    }
+                })
+                .map_err(|e| Error::io("pack writer thread", e))?
+        };
+        Ok(BlobSaver {
+            repo,
+            shared,
+            open: [Mutex::new(OpenPack::default()), Mutex::new(OpenPack::default())],
+            sender: Some(sender),
+            writer: Some(writer),
+        })
+    }
+
+    fn check_error(&self) -> Result<()> {
+        match lock(&self.shared.error).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Claims `id` for this session unless it is already stored or claimed.
+    fn claim(&self, id: &BlobId) -> Result<bool> {
+        let mut pending = lock(&self.shared.pending);
+        if pending.contains(id) || self.repo.local_index()?.contains(id)? {
+            return Ok(false);
+        }
+        pending.insert(*id);
+        Ok(true)
+    }
+
+    /// Stores a blob unless the repository already has it. Safe to call from many threads.
+    pub fn save(&self, kind: BlobKind, plaintext: &[u8]) -> Result<Saved> {
+        let id = self.repo.blob_id(plaintext);
+        self.save_with_id(kind, id, plaintext)
+    }
+
+    /// As [`save`](Self::save), for a caller that has already computed the id.
+    pub fn save_with_id(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<Saved> {
+        if !self.claim(&id)? {
+            return Ok(Saved { id, added: false });
+        }
+        let level = Some(self.repo.config().compression_level);
+        let mut sealed = Vec::with_capacity(plaintext.len() + crypto::SEAL_OVERHEAD + 8);
+        sealed.resize(crypto::seal::NONCE_LEN, 0);
+        fmt::encode_payload_into(plaintext, level, &mut sealed);
+        let object = match kind {
+            BlobKind::Data => ObjectKind::DataBlob,
+            BlobKind::Tree => ObjectKind::TreeBlob,
+        };
+        crypto::seal_into(self.repo.keys().encryption(), &crypto::associated_data(object, Some(&id.0)), &mut sealed);
+
+        let full = {
+            let mut open = lock(&self.open[kind as usize - 1]);
+            let entry = PackEntry {
+                kind,
+                id,
+                offset: open.buf.len() as u64,
+                length: sealed.len() as u32,
+                raw_length: plaintext.len() as u32,
+            };
+            if open.buf.capacity() == 0 {
+                open.buf.reserve(self.repo.config().pack_size as usize + (1 << 20));
+            }
+            open.buf.extend_from_slice(&sealed);
+            open.entries.push(entry);
+            if open.buf.len() >= self.repo.config().pack_size as usize {
+                Some(std::mem::take(&mut *open))
+            } else {
+                None
+            }
+        };
+        {
+            let mut stats = lock(&self.shared.stats);
+            stats.blobs_added += 1;
+            stats.raw_bytes_added += plaintext.len() as u64;
+            stats.stored_bytes_added += sealed.len() as u64;
+        }
+        if let Some(pack) = full {
+            self.send(pack)?;
+        }
+        self.check_error()?;
+        Ok(Saved { id, added: true })
+    }
+
+    fn send(&self, pack: OpenPack) -> Result<()> {
+        let sender = self.sender.as_ref().ok_or_else(|| Error::invalid("blob saver already finished"))?;
+        sender.send(pack).map_err(|_| {
+            lock(&self.shared.error).take().unwrap_or_else(|| Error::invalid("the pack writer stopped unexpectedly"))
+        })
+    }
+
+    /// Writes the open packs and the index segment for everything written; after this
+    /// returns, every blob saved is durable and findable, and a snapshot may refer to it.
+    pub fn finish(mut self) -> Result<SaveStats> {
+        for slot in &self.open {
+            let pack = std::mem::take(&mut *lock(slot));
+            if !pack.entries.is_empty() {
+                self.send(pack)?;
+            }
+        }
+        self.sender = None;
+        if let Some(writer) = self.writer.take() {
+            writer.join().map_err(|_| Error::invalid("the pack writer panicked"))?;
+        }
+        self.check_error()?;
+        RepoHandles::new(self.repo)?.write_index(&self.shared, true)?;
+        let stats = lock(&self.shared.stats).clone();
+        Ok(stats)
+    }
+}
+
+impl Drop for BlobSaver<'_> {
+    fn drop(&mut self) {
+        // On an error path: let the writer drain so no half-written temp file remains.
+        self.sender = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// What the writer thread needs of the repository, owned so it can outlive a borrow.
+struct RepoHandles {
+    storage: Arc<dyn crate::storage::Storage>,
+    keys: crate::crypto::Keys,
+    index: Arc<super::LocalIndex>,
+}
+
+impl RepoHandles {
+    fn new(repo: &Repository) -> Result<Self> {
+        Ok(RepoHandles { storage: Arc::clone(&repo.storage), keys: repo.keys.clone(), index: repo.shared_index()? })
+    }
+
+    fn write_pack(&self, mut pack: OpenPack, shared: &Shared) -> Result<()> {
+        let mut w = Writer::new();
+        pack::encode_entries(&pack.entries, &mut w);
+        let mut header = vec![0u8; crypto::seal::NONCE_LEN];
+        fmt::encode_payload_into(&w.buf, None, &mut header);
+        crypto::seal_into(self.keys.encryption(), &crypto::associated_data(ObjectKind::PackHeader, None), &mut header);
+        pack.buf.extend_from_slice(&header);
+        pack.buf.extend_from_slice(&pack::encode_trailer(header.len() as u32));
+        let id = PackId::of_stored_bytes(&pack.buf);
+        self.storage.write(FileType::Pack, &id.to_hex(), &pack.buf)?;
+        let count = {
+            let mut written = lock(&shared.written);
+            written.push(IndexedPack { id, size: pack.buf.len() as u64, blobs: pack.entries });
+            written.iter().map(|p| p.blobs.len()).sum::<usize>()
+        };
+        lock(&shared.stats).packs_written += 1;
+        if count >= CHECKPOINT_BLOBS {
+            self.write_index(shared, false)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one index segment for the packs written so far, then (only then) adds
+    /// their blobs to the local index and releases their claims.
+    fn write_index(&self, shared: &Shared, final_segment: bool) -> Result<()> {
+        let packs = std::mem::take(&mut *lock(&shared.written));
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let segment = IndexSegment { packs, supersedes: Vec::new() };
+        let bytes = super::seal_file(&self.keys, fmt::FileKind::Index, ObjectKind::IndexSegment, &segment.encode_body(), None);
+        let id = IndexId::of_stored_bytes(&bytes);
+        self.storage.write(FileType::Index, &id.to_hex(), &bytes)?;
+        self.index.add_segment(id, &segment)?;
+        if !final_segment {
+            let mut pending = lock(&shared.pending);
+            for p in &segment.packs {
+                for b in &p.blobs {
+                    pending.remove(&b.id);
+                }
+            }
+        }
+        lock(&shared.stats).index_segments.push(id);
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! Storage in a local directory, with the durable-write discipline: temp file, fsync,
+//! rename, fsync the directory.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::{FileInfo, FileType, Storage, is_valid_name};
+use crate::error::{Error, IoContext, Result};
+
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStorage { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, ty: FileType, name: &str) -> Result<PathBuf> {
+        if ty == FileType::Config {
+            return Ok(self.root.join("config"));
+        }
+        if !is_valid_name(name) {
+            return Err(Error::invalid(format!("{name:?} is not a repository file name")));
+        }
+        Ok(self.root.join(ty.relative_path(name)))
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        fs::create_dir_all(&self.root).at(&self.root)?;
+        for ty in FileType::ALL {
+            if ty != FileType::Config {
+                let dir = self.root.join(ty.dir());
+                fs::create_dir_all(&dir).at(&dir)?;
+            }
+        }
+        for i in 0..=255u8 {
+            let dir = self.root.join("packs").join(format!("{i:02x}"));
+            fs::create_dir_all(&dir).at(&dir)?;
+        }
+        sync_dir(&self.root.join("packs"))?;
+        sync_dir(&self.root)
+    }
+
+    fn list(&self, ty: FileType) -> Result<Vec<FileInfo>> {
+        let mut dirs = Vec::new();
+        match ty {
+            FileType::Config => {
+                let path = self.root.join("config");
+                return match fs::metadata(&path) {
+                    Ok(m) => Ok(vec![FileInfo { name: "config".into(), size: m.len() }]),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                    Err(e) => Err(Error::io(path, e)),
+                };
+            }
+            FileType::Pack => {
+                let packs = self.root.join("packs");
+                for entry in fs::read_dir(&packs).at(&packs)? {
+                    let entry = entry.at(&packs)?;
+                    if entry.file_type().at(entry.path())?.is_dir() {
+                        dirs.push(entry.path());
+                    }
+                }
+            }
+            other => dirs.push(self.root.join(other.dir())),
+        }
+        let mut out = Vec::new();
+        for dir in dirs {
+            for entry in fs::read_dir(&dir).at(&dir)? {
+                let entry = entry.at(&dir)?;
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+                if !is_valid_name(&name) {
+                    continue;
+                }
+                let meta = entry.metadata().at(entry.path())?;
+                if meta.is_file() {
+                    out.push(FileInfo { name, size: meta.len() });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn read(&self, ty: FileType, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(ty, name)?;
+        fs::read(&path).at(path)
+    }
+
+    fn read_range(&self, ty: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let path = self.path(ty, name)?;
+        let file = File::open(&path).at(&path)?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(
+                    ty.relative_path(name),
+                    format!("shorter than expected: cannot read {len} bytes at offset {offset} (truncated?)"),
+                )
+            } else {
+                Error::io(&path, e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn write(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()> {
+        let path = self.path(ty, name)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let nonce: [u8; 8] = crate::crypto::random_bytes();
+        let tmp = dir.join(format!(".tmp-{}", hex::encode(nonce)));
+        let result = (|| {
+            let mut file = File::options().write(true).create_new(true).open(&tmp).at(&tmp)?;
+            file.write_all(data).at(&tmp)?;
+            file.sync_all().at(&tmp)?;
+            drop(file);
+            fs::rename(&tmp, &path).at(&path)?;
+            sync_dir(&dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn remove(&self, ty: FileType, name: &str) -> Result<()> {
+        let path = self.path(ty, name)?;
+        fs::remove_file(&path).at(&path)?;
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    fn size(&self, ty: FileType, name: &str) -> Result<u64> {
+        let path = self.path(ty, name)?;
+        Ok(fs::metadata(&path).at(path)?.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_storage_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        super::super::contract::check(&LocalStorage::new(dir.path().join("repo")));
+    }
+
+    #[test]
+    fn hostile_names_are_refused_and_temp_files_not_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        storage.create().unwrap();
+        assert!(storage.read(FileType::Snapshot, "../config").is_err());
+        fs::write(dir.path().join("snapshots/.tmp-123"), b"x").unwrap();
+        assert!(storage.list(FileType::Snapshot).unwrap().is_empty());
+    }
+}
