@@ -15,3 +15,4 @@ pub mod storage;
 pub use error::{Error, Result};
 pub mod platform;
 pub mod repository;
+pub mod ops;

@@ -240,6 +240,32 @@ impl LocalIndex {
         Ok(())
     }
 
+    /// Calls `f` with every blob the index places in `pack`.
+    pub fn for_each_blob_in_pack(&self, pack: &PackId, mut f: impl FnMut(BlobLocation)) -> Result<()> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT b.id, b.kind, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.num = b.pack WHERE p.id = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params![pack.as_bytes().as_slice()]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let id: Vec<u8> = r.get(0).map_err(|e| self.err(e))?;
+            let kind: u8 = r.get(1).map_err(|e| self.err(e))?;
+            if let (Some(id), Some(kind)) = (BlobId::from_slice(&id), BlobKind::from_u8(kind)) {
+                f(BlobLocation {
+                    id,
+                    kind,
+                    pack: *pack,
+                    offset: r.get::<_, i64>(2).map_err(|e| self.err(e))? as u64,
+                    length: r.get(3).map_err(|e| self.err(e))?,
+                    raw_length: r.get(4).map_err(|e| self.err(e))?,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// A snapshot's decoded body, cached by id (snapshot files never change).
     pub fn cached_snapshot(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
         let conn = self.conn();

@@ -14,7 +14,7 @@ pub use snapshots::SnapshotFilter;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
@@ -57,6 +57,13 @@ pub struct Repository {
     config: RepoConfig,
     cache_dir: PathBuf,
     index: OnceLock<Arc<LocalIndex>>,
+    index_problems: Mutex<Vec<(IndexId, String)>>,
+    index_synced: std::sync::atomic::AtomicBool,
+    sync_lock: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The default local cache folder: `$XDG_CACHE_HOME/arca`, else `~/.cache/arca`.
@@ -96,7 +103,7 @@ impl Repository {
         // The config is written last: its presence is what makes a repository.
         let sealed = seal_file(&keys, FileKind::Config, ObjectKind::Config, &config.encode_body(), None);
         storage.write(FileType::Config, "config", &sealed)?;
-        Ok(Repository { storage, keys, key_id, config, cache_dir: cache_dir.to_path_buf(), index: OnceLock::new() })
+        Ok(Repository { storage, keys, key_id, config, cache_dir: cache_dir.to_path_buf(), index: OnceLock::new(), index_problems: Mutex::new(Vec::new()), index_synced: Default::default(), sync_lock: Mutex::new(()) })
     }
 
     /// Opens a repository with `password`.
@@ -111,7 +118,7 @@ impl Repository {
         let (keys, key_id) = keys::unlock(storage.as_ref(), password)?;
         let body = open_file(&keys, &config_bytes, FileKind::Config, ObjectKind::Config, "config")?;
         let config = RepoConfig::decode_body(&body).map_err(|e| Error::corrupt("config", e))?;
-        Ok(Repository { storage, keys, key_id, config, cache_dir: cache_dir.to_path_buf(), index: OnceLock::new() })
+        Ok(Repository { storage, keys, key_id, config, cache_dir: cache_dir.to_path_buf(), index: OnceLock::new(), index_problems: Mutex::new(Vec::new()), index_synced: Default::default(), sync_lock: Mutex::new(()) })
     }
 
     pub fn config(&self) -> &RepoConfig {
@@ -156,10 +163,25 @@ impl Repository {
         self.shared_index_ref().cloned()
     }
 
-    /// Brings the local index up to date with the repository's index segments and returns
-    /// it: loads segments it has not seen; starts over if one it loaded has vanished.
+    /// The local index, brought up to date with the repository the first time it is asked
+    /// for in this process.
     pub fn index(&self) -> Result<&LocalIndex> {
         let index = self.local_index()?;
+        if !self.index_synced.load(std::sync::atomic::Ordering::Acquire) {
+            let _guard = lock(&self.sync_lock);
+            if !self.index_synced.load(std::sync::atomic::Ordering::Acquire) {
+                self.refresh_index()?;
+                self.index_synced.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        Ok(index)
+    }
+
+    /// Loads index segments the local index has not seen; starts over if one it loaded
+    /// has vanished or been superseded.
+    pub fn refresh_index(&self) -> Result<()> {
+        let index = self.local_index()?;
+        lock(&self.index_problems).clear();
         let listed: HashSet<IndexId> =
             self.storage.list(FileType::Index)?.iter().filter_map(|f| f.name.parse().ok()).collect();
         let mut loaded = index.loaded_segments()?;
@@ -170,21 +192,35 @@ impl Repository {
         let mut new: Vec<IndexId> = listed.difference(&loaded).copied().collect();
         new.sort();
         if new.is_empty() {
-            return Ok(index);
+            return Ok(());
         }
-        let segments: Vec<(IndexId, IndexSegment)> =
-            new.par_iter().map(|id| Ok((*id, self.load_index_segment(id)?))).collect::<Result<_>>()?;
+        let loaded_now: Vec<(IndexId, Result<IndexSegment>)> =
+            new.par_iter().map(|id| (*id, self.load_index_segment(id))).collect();
+        let mut segments = Vec::with_capacity(loaded_now.len());
+        for (id, result) in loaded_now {
+            match result {
+                Ok(segment) => segments.push((id, segment)),
+                // A damaged segment is left out (and not marked loaded): its blobs count as
+                // missing, so backups store them again and verify reports it.
+                Err(e) => lock(&self.index_problems).push((id, e.to_string())),
+            }
+        }
         let superseded: HashSet<IndexId> = segments.iter().flat_map(|(_, s)| s.supersedes.iter().copied()).collect();
         if !superseded.is_disjoint(&loaded) {
             index.clear()?;
-            return self.index();
+            return self.refresh_index();
         }
         for (id, segment) in &segments {
             if !superseded.contains(id) {
                 index.add_segment(*id, segment)?;
             }
         }
-        Ok(index)
+        Ok(())
+    }
+
+    /// Index segments that could not be read when the local index was last refreshed.
+    pub fn index_problems(&self) -> Vec<(IndexId, String)> {
+        lock(&self.index_problems).clone()
     }
 
     /// Drops from the local index every pack the repository no longer has (or has at a

@@ -1,0 +1,185 @@
+//! Command-line parsing and dispatch. Everything here is presentation: the work is done
+//! by `arca::ops` and `arca::repository`.
+
+mod backup;
+mod dump;
+mod init;
+mod ls;
+mod output;
+mod password;
+mod restore;
+mod snapshots;
+mod verify;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+
+use arca::repository::{Repository, SnapshotFilter, default_cache_dir};
+use arca::storage::LocalStorage;
+
+/// Exit codes, as documented in the README.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_PROBLEMS: i32 = 3;
+
+#[derive(Parser, Debug)]
+#[command(name = "arca", version, about = "Deduplicating, encrypted backups of files, directories and databases")]
+pub struct Cli {
+    /// Repository location (a directory)
+    #[arg(short = 'r', long = "repo", env = "ARCA_REPOSITORY", global = true, value_name = "REPO")]
+    repo: Option<PathBuf>,
+
+    /// Read the password from this file
+    #[arg(long, env = "ARCA_PASSWORD_FILE", global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+
+    /// Run this shell command and use its output as the password
+    #[arg(long, env = "ARCA_PASSWORD_COMMAND", global = true, value_name = "COMMAND")]
+    password_command: Option<String>,
+
+    /// Local cache folder (default: $XDG_CACHE_HOME/arca)
+    #[arg(long, env = "ARCA_CACHE_DIR", global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Print only errors and warnings
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new repository
+    Init(init::InitArgs),
+    /// Back up files and directories, or a stream from standard input
+    Backup(backup::BackupArgs),
+    /// List snapshots
+    Snapshots(snapshots::SnapshotsArgs),
+    /// List the entries of a snapshot
+    Ls(ls::LsArgs),
+    /// Restore a snapshot, or part of one, into a directory
+    Restore(restore::RestoreArgs),
+    /// Write one file of a snapshot to standard output
+    Dump(dump::DumpArgs),
+    /// Check the repository's integrity (and with --read-data, its data)
+    Verify(verify::VerifyArgs),
+}
+
+/// `--host`, `--path`, `--tag`: which snapshots `latest` may name.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable)
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// Only snapshots that include this path (repeatable)
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<String>,
+    /// Only snapshots with this tag (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> SnapshotFilter {
+        SnapshotFilter { hosts: self.hosts.clone(), paths: self.paths.clone(), tags: self.tags.clone() }
+    }
+}
+
+/// What every command gets: the global options.
+pub struct Global {
+    repo: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
+    cache_dir: PathBuf,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Global {
+    fn repo_path(&self) -> Result<&PathBuf> {
+        self.repo
+            .as_ref()
+            .context("no repository given: use -r/--repo or set ARCA_REPOSITORY")
+    }
+
+    fn storage(&self) -> Result<Arc<LocalStorage>> {
+        Ok(Arc::new(LocalStorage::new(self.repo_path()?)))
+    }
+
+    /// Opens the repository, asking for the password if needed.
+    pub fn open(&self) -> Result<Repository> {
+        let storage = self.storage()?;
+        // Say "no repository" before asking for a password that cannot help.
+        if !self.repo_path()?.join("config").exists() {
+            return Err(arca::Error::NoRepository(self.repo_path()?.display().to_string()).into());
+        }
+        let password = password::get(self, false)?;
+        Ok(Repository::open(storage, password.as_bytes(), &self.cache_dir)?)
+    }
+
+    /// Whether to show live progress: on a terminal, unless asked for quiet or JSON.
+    pub fn show_progress(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.quiet && !self.json && std::io::stderr().is_terminal()
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => EXIT_OK,
+                _ => EXIT_USAGE,
+            };
+        }
+    };
+    let global = Global {
+        repo: cli.repo,
+        password_file: cli.password_file,
+        password_command: cli.password_command,
+        cache_dir: cli.cache_dir.unwrap_or_else(default_cache_dir),
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    let result = match &cli.command {
+        Command::Init(args) => init::run(&global, args),
+        Command::Backup(args) => backup::run(&global, args),
+        Command::Snapshots(args) => snapshots::run(&global, args),
+        Command::Ls(args) => ls::run(&global, args),
+        Command::Restore(args) => restore::run(&global, args),
+        Command::Dump(args) => dump::run(&global, args),
+        Command::Verify(args) => verify::run(&global, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("arca: error: {}", output::error_chain(&e));
+            if e.downcast_ref::<UsageError>().is_some() { EXIT_USAGE } else { EXIT_ERROR }
+        }
+    }
+}
+
+/// A command line that parsed but does not make sense (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

@@ -1,0 +1,106 @@
+//! Reading one file's content into chunks.
+//!
+//! Files are read with plain reads, never memory-mapped: a file truncated while it is
+//! being read (a rotated log) must give a short read, not a SIGBUS. Large files are read
+//! in segments; each segment's chunks are hashed, compressed and sealed on all cores.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use rayon::prelude::*;
+
+use super::Context;
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::format::pack::BlobKind;
+use crate::format::tree::Node;
+use crate::id::BlobId;
+
+/// How much of a large file is read and chunked at a time.
+const SEGMENT_LEN: usize = 16 << 20;
+
+fn open_source(path: &Path) -> std::io::Result<File> {
+    let base = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // O_NOATIME keeps backups from touching access times, but only the owner may use it.
+    match File::options().read(true).custom_flags(base | libc::O_NOATIME).open(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::options().read(true).custom_flags(base).open(path),
+        other => other,
+    }
+}
+
+/// Reads until `buf` holds `want` more bytes or the file ends; returns bytes added.
+fn fill(file: &mut File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.reserve(want);
+    let mut limited = file.take(want as u64);
+    loop {
+        match limited.read_to_end(buf) {
+            Ok(_) => return Ok(buf.len() - start),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Saves every chunk of `data` whose lengths are given, in parallel; returns their ids.
+fn save_chunks(ctx: &Context<'_>, data: &[u8], lengths: &[usize]) -> Result<Vec<BlobId>> {
+    let save = |chunk: &[u8]| ctx.saver.save(BlobKind::Data, chunk).map(|s| s.id);
+    if lengths.len() <= 1 {
+        return lengths.iter().map(|&l| save(&data[..l])).collect();
+    }
+    let mut ranges = Vec::with_capacity(lengths.len());
+    let mut offset = 0;
+    for &l in lengths {
+        ranges.push(offset..offset + l);
+        offset += l;
+    }
+    ranges.into_par_iter().map(|r| save(&data[r])).collect()
+}
+
+/// Reads the file at `path`, stores its chunks and fills in `node.content` and `node.size`.
+pub(crate) fn read_content(ctx: &Context<'_>, path: &Path, node: &mut Node) -> Result<()> {
+    let key = (node.device, node.inode);
+    if node.links > 1
+        && let Some((content, size)) = ctx.hard_links.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+    {
+        node.content = content.clone();
+        node.size = *size;
+        return Ok(());
+    }
+    let mut file = open_source(path).map_err(|e| Error::io(path, e))?;
+    let chunker: Chunker = ctx.repo.chunker();
+    let max_chunk = chunker.params().max_size as usize;
+    let mut content = Vec::new();
+    let mut total = 0u64;
+    let mut buf: Vec<u8> = Vec::new();
+    let first_read = (node.size as usize).saturating_add(1).min(SEGMENT_LEN);
+    let mut want = first_read;
+    loop {
+        let got = fill(&mut file, &mut buf, want).map_err(|e| Error::io(path, e))?;
+        total += got as u64;
+        ctx.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
+        ctx.progress.advance(0, got as u64);
+        let at_end = got < want;
+        let lengths = chunker.chunk_lengths(&buf);
+        if at_end {
+            content.extend(save_chunks(ctx, &buf, &lengths)?);
+            break;
+        }
+        // The last chunk was cut by the end of the buffer, not by content: carry it over
+        // so that chunking in segments cuts exactly where chunking the whole file would.
+        let keep = lengths.last().copied().unwrap_or(0);
+        let done = buf.len() - keep;
+        content.extend(save_chunks(ctx, &buf[..done], &lengths[..lengths.len().saturating_sub(1)])?);
+        buf.drain(..done);
+        want = SEGMENT_LEN.max(max_chunk);
+    }
+    node.content = content;
+    node.size = total;
+    if node.links > 1 {
+        ctx.hard_links.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (node.content.clone(), total));
+    }
+    Ok(())
+}

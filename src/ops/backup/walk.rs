@@ -1,0 +1,234 @@
+//! Walking the source: one tree blob per directory, children handled in parallel.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use rayon::prelude::*;
+
+use super::{Context, Virtual, file, parent_entry};
+use crate::error::Result;
+use crate::format::tree::{FLAG_SPARSE, Node, NodeKind, Timestamp, Tree};
+
+/// A node with the metadata of `meta`, without content, target or subtree.
+pub(crate) fn node_from_metadata(name: &[u8], meta: &Metadata) -> Node {
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_char_device() {
+        NodeKind::CharDevice
+    } else if ft.is_block_device() {
+        NodeKind::BlockDevice
+    } else if ft.is_socket() {
+        NodeKind::Socket
+    } else {
+        NodeKind::File
+    };
+    let sparse = kind == NodeKind::File && (meta.blocks().saturating_mul(512)) < meta.size();
+    Node {
+        name: name.to_vec(),
+        kind,
+        mode: meta.mode(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        user: crate::platform::user_name(meta.uid()).unwrap_or_default(),
+        group: crate::platform::group_name(meta.gid()).unwrap_or_default(),
+        mtime: Timestamp { secs: meta.mtime(), nanos: meta.mtime_nsec() as u32 },
+        ctime: Timestamp { secs: meta.ctime(), nanos: meta.ctime_nsec() as u32 },
+        size: if kind == NodeKind::File { meta.size() } else { 0 },
+        inode: meta.ino(),
+        device: meta.dev(),
+        links: meta.nlink(),
+        rdev: meta.rdev(),
+        flags: if sparse { FLAG_SPARSE } else { 0 },
+        ..Node::default()
+    }
+}
+
+/// Extended attributes of `path` (not following symlinks), sorted by name.
+fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Ok(names) = xattr::list(path) else { return Vec::new() };
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = names
+        .filter_map(|n| {
+            let value = xattr::get(path, &n).ok().flatten()?;
+            Some((n.as_bytes().to_vec(), value))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether a file's metadata says it is unchanged since `old` was recorded.
+fn unchanged(old: &Node, new: &Node) -> bool {
+    old.kind == NodeKind::File
+        && new.kind == NodeKind::File
+        && old.size == new.size
+        && old.mtime == new.mtime
+        && old.ctime == new.ctime
+        && old.inode == new.inode
+}
+
+/// The tree of the virtual root (the source paths' ancestors).
+pub(crate) fn virtual_tree(ctx: &Context<'_>, level: &BTreeMap<Vec<u8>, Virtual>, parent: Option<&Tree>) -> Result<Tree> {
+    let nodes: Vec<Option<Node>> = level
+        .par_iter()
+        .map(|(name, v)| {
+            let old = parent_entry(parent, name);
+            match v {
+                Virtual::Source(path) => {
+                    let meta = match std::fs::symlink_metadata(path) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            ctx.problem(path, e);
+                            return Ok(None);
+                        }
+                    };
+                    entry_node(ctx, path, name, &meta, old)
+                }
+                Virtual::Ancestor(path, children) => {
+                    let meta = match std::fs::symlink_metadata(path) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            ctx.problem(path, e);
+                            return Ok(None);
+                        }
+                    };
+                    let mut node = node_from_metadata(name, &meta);
+                    node.kind = NodeKind::Dir;
+                    let old_tree = load_parent_subtree(ctx, old);
+                    let tree = virtual_tree(ctx, children, old_tree.as_ref())?;
+                    node.subtree = Some(ctx.save_tree(&tree)?);
+                    Ok(Some(node))
+                }
+            }
+        })
+        .collect::<Result<_>>()?;
+    let mut tree = Tree { nodes: nodes.into_iter().flatten().collect() };
+    tree.sort();
+    Ok(tree)
+}
+
+fn load_parent_subtree(ctx: &Context<'_>, old: Option<&Node>) -> Option<Tree> {
+    let id = old.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
+    // An unreadable parent tree only costs speed: everything below is read afresh.
+    ctx.repo.load_tree(&id).ok()
+}
+
+/// The node for one source entry of any kind; `None` when it could not be recorded.
+fn entry_node(ctx: &Context<'_>, path: &Path, name: &[u8], meta: &Metadata, old: Option<&Node>) -> Result<Option<Node>> {
+    let mut node = node_from_metadata(name, meta);
+    match node.kind {
+        NodeKind::File => {
+            if !ctx.force_read
+                && let Some(old) = old
+                && unchanged(old, &node)
+            {
+                ctx.files_unchanged.fetch_add(1, Ordering::Relaxed);
+                ctx.progress.advance(1, 0);
+                let mut node = old.clone();
+                node.name = name.to_vec();
+                return Ok(Some(node));
+            }
+            node.xattrs = read_xattrs(path);
+            match file::read_content(ctx, path, &mut node) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {
+                    ctx.problem(path, "vanished during the backup");
+                    return Ok(None);
+                }
+                Err(e @ crate::Error::Io { .. }) => {
+                    ctx.problem(path, io_message(&e));
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+            if old.is_some() { &ctx.files_changed } else { &ctx.files_new }.fetch_add(1, Ordering::Relaxed);
+        }
+        NodeKind::Dir => {
+            ctx.dirs.fetch_add(1, Ordering::Relaxed);
+            node.xattrs = read_xattrs(path);
+            let old_tree = load_parent_subtree(ctx, old);
+            let tree = match dir_tree(ctx, path, meta.dev(), old_tree.as_ref()) {
+                Ok(tree) => tree,
+                Err(e @ crate::Error::Io { .. }) => {
+                    ctx.problem(path, io_message(&e));
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            node.subtree = Some(ctx.save_tree(&tree)?);
+        }
+        NodeKind::Symlink => {
+            node.xattrs = read_xattrs(path);
+            match std::fs::read_link(path) {
+                Ok(target) => node.target = target.as_os_str().as_bytes().to_vec(),
+                Err(e) => {
+                    ctx.problem(path, e);
+                    return Ok(None);
+                }
+            }
+        }
+        NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
+            node.xattrs = read_xattrs(path);
+        }
+    }
+    ctx.progress.advance(1, 0);
+    Ok(Some(node))
+}
+
+fn io_message(e: &crate::Error) -> String {
+    match e {
+        crate::Error::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The tree of a real directory, its entries handled in parallel.
+fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<&Tree>) -> Result<Tree> {
+    let mut names: Vec<std::ffi::OsString> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| crate::Error::io(dir, e))? {
+        match entry {
+            Ok(entry) => names.push(entry.file_name()),
+            Err(e) => ctx.problem(dir, e),
+        }
+    }
+    names.sort();
+    let nodes: Vec<Option<Node>> = names
+        .par_iter()
+        .map(|name| {
+            let path = dir.join(name);
+            if ctx.excludes.is_excluded(&path) {
+                return Ok(None);
+            }
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    ctx.problem(&path, "vanished during the backup");
+                    return Ok(None);
+                }
+                Err(e) => {
+                    ctx.problem(&path, e);
+                    return Ok(None);
+                }
+            };
+            let name = OsStr::as_bytes(name);
+            let old_node = parent_entry(old, name);
+            if ctx.one_file_system && meta.is_dir() && meta.dev() != device {
+                // A mount point: recorded as an empty directory, its contents left out.
+                let mut node = node_from_metadata(name, &meta);
+                node.subtree = Some(ctx.save_tree(&Tree::default())?);
+                return Ok(Some(node));
+            }
+            entry_node(ctx, &path, name, &meta, old_node)
+        })
+        .collect::<Result<_>>()?;
+    Ok(Tree { nodes: nodes.into_iter().flatten().collect() })
+}

@@ -1,0 +1,27 @@
+//! Operations: what the commands do, built on the repository layer.
+
+pub mod backup;
+pub mod dump;
+pub mod ls;
+pub mod restore;
+pub mod tree_walk;
+pub mod verify;
+
+use serde::Serialize;
+
+/// A problem with one path that did not stop the operation (exit code 3).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+/// Counters an operation updates as it goes, for a progress display.
+pub trait Progress: Send + Sync {
+    /// `files` more entries handled, `bytes` more content bytes handled.
+    fn advance(&self, _files: u64, _bytes: u64) {}
+}
+
+/// Progress that shows nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}

@@ -1,0 +1,523 @@
+//! `arca restore`: write a snapshot (or part of it) into a target directory.
+//!
+//! Plan, then execute. The plan lists every entry to create and, for file contents, which
+//! blobs are needed from which pack and where each one goes. Packs are then read in
+//! parallel, each once, in coalesced ranges; blobs are decrypted and written to their files
+//! at their offsets, out of order. A file is written under a temporary name and renamed to
+//! its final name only once complete; metadata is set last, directories deepest first.
+//!
+//! Entry names were checked when their trees were decoded (no `..`, `/`, NUL…), and no
+//! existing symlink inside the target is ever followed, so nothing is written outside it.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::backup::Excludes;
+use super::tree_walk::{self, Target};
+use super::{Problem, Progress};
+use crate::error::{Error, IoContext, Result};
+use crate::format::tree::{Node, NodeKind};
+use crate::id::{BlobId, PackId};
+use crate::repository::{BlobLocation, Repository};
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Path inside the snapshot to restore (empty: everything).
+    pub path: String,
+    /// Glob patterns on snapshot paths; when given, only matching entries are restored.
+    pub includes: Vec<String>,
+    pub excludes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub other: u64,
+    pub bytes: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// Reads of one pack closer than this are merged into one read.
+const COALESCE_GAP: u64 = 256 << 10;
+/// Largest single read from a pack.
+const MAX_READ: u64 = 32 << 20;
+
+struct FileJob {
+    final_path: PathBuf,
+    temp_path: PathBuf,
+    node: Node,
+    remaining: AtomicU64,
+    failed: AtomicBool,
+}
+
+struct BlobUse {
+    file: usize,
+    offset: u64,
+}
+
+struct PlannedBlob {
+    loc: BlobLocation,
+    uses: Vec<BlobUse>,
+}
+
+enum Item {
+    Dir(PathBuf, Node),
+    Special(PathBuf, Node),
+    HardLink { path: PathBuf, first: PathBuf },
+}
+
+struct Plan {
+    items: Vec<Item>,
+    files: Vec<FileJob>,
+    packs: HashMap<PackId, Vec<PlannedBlob>>,
+    problems: Vec<Problem>,
+}
+
+fn path_of(target: &Path, rel: &Path) -> PathBuf {
+    if rel.as_os_str().is_empty() { target.to_path_buf() } else { target.join(rel) }
+}
+
+fn temp_name(final_path: &Path, n: usize) -> PathBuf {
+    let name = final_path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+    // Keep temp names short enough for NAME_MAX whatever the final name's length.
+    let short = &name[..name.len().min(100)];
+    let mut tmp = b".arca-restore-".to_vec();
+    tmp.extend_from_slice(format!("{n}-").as_bytes());
+    tmp.extend_from_slice(short);
+    final_path.with_file_name(OsStr::from_bytes(&tmp))
+}
+
+/// Restores according to `options` from the snapshot whose root tree is `root`.
+pub fn restore(repo: &Repository, root: &BlobId, options: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreReport> {
+    let target = &options.target;
+    fs::create_dir_all(target).at(target)?;
+    let plan = make_plan(repo, root, options)?;
+    execute(repo, plan, target, progress)
+}
+
+fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Result<Plan> {
+    let includes = Excludes::new(&options.includes)?;
+    let excludes = Excludes::new(&options.excludes)?;
+    let filtering = !options.includes.is_empty();
+    let base_names = tree_walk::split_path(&options.path);
+    let base: PathBuf = base_names.iter().map(|n| OsStr::from_bytes(n)).collect();
+    let mut entries: Vec<(PathBuf, Node)> = Vec::new();
+    let target = tree_walk::resolve(repo, root, &options.path)?;
+    let strip = |p: &Path| -> PathBuf { p.strip_prefix(&base).map(Path::to_path_buf).unwrap_or_default() };
+    match &target {
+        Target::Entry(node) if node.kind != NodeKind::Dir => {
+            // A single entry is restored under its own name in the target.
+            entries.push((PathBuf::from(OsStr::from_bytes(&node.name)), node.clone()));
+        }
+        _ => {
+            let sub = target.subtree().ok_or_else(|| Error::invalid("nothing to restore"))?;
+            tree_walk::walk(repo, &sub, &base, &mut |path, node| {
+                let shown = PathBuf::from("/").join(path);
+                if excludes.is_excluded(&shown) {
+                    return Ok(false);
+                }
+                entries.push((strip(path), node.clone()));
+                Ok(true)
+            })?;
+        }
+    }
+    if filtering {
+        // Keep included entries, everything below included directories, and the
+        // directories needed to hold them.
+        let mut keep = vec![false; entries.len()];
+        let mut included_dirs: Vec<PathBuf> = Vec::new();
+        let mut needed: std::collections::HashSet<PathBuf> = Default::default();
+        for (i, (rel, _)) in entries.iter().enumerate() {
+            let shown = PathBuf::from("/").join(&base).join(rel);
+            if includes.is_excluded(&shown) || included_dirs.iter().any(|d| rel.starts_with(d)) {
+                keep[i] = true;
+                included_dirs.push(rel.clone());
+                let mut a = rel.parent();
+                while let Some(p) = a.filter(|p| !p.as_os_str().is_empty()) {
+                    needed.insert(p.to_path_buf());
+                    a = p.parent();
+                }
+            }
+        }
+        let mut i = 0;
+        entries.retain(|(rel, _)| {
+            let k = keep[i] || needed.contains(rel);
+            i += 1;
+            k
+        });
+    }
+
+    let mut plan = Plan { items: Vec::new(), files: Vec::new(), packs: HashMap::new(), problems: Vec::new() };
+    let mut first_link: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut blob_slot: HashMap<BlobId, (PackId, usize)> = HashMap::new();
+    for (rel, node) in entries {
+        match node.kind {
+            NodeKind::Dir => plan.items.push(Item::Dir(rel, node)),
+            NodeKind::File => {
+                if node.links > 1 {
+                    let key = (node.device, node.inode);
+                    if let Some(first) = first_link.get(&key) {
+                        plan.items.push(Item::HardLink { path: rel, first: first.clone() });
+                        continue;
+                    }
+                    first_link.insert(key, rel.clone());
+                }
+                let n = plan.files.len();
+                let mut offset = 0u64;
+                let mut failed = false;
+                for id in &node.content {
+                    let loc = match repo.index()?.lookup(id)? {
+                        Some(loc) => loc,
+                        None => {
+                            plan.problems.push(Problem {
+                                path: tree_walk::display_path(&base.join(&rel)),
+                                message: format!("blob {id} is missing from the repository"),
+                            });
+                            failed = true;
+                            break;
+                        }
+                    };
+                    let (pack, slot) = *blob_slot.entry(*id).or_insert_with(|| {
+                        let blobs = plan.packs.entry(loc.pack).or_default();
+                        blobs.push(PlannedBlob { loc, uses: Vec::new() });
+                        (loc.pack, blobs.len() - 1)
+                    });
+                    if let Some(blobs) = plan.packs.get_mut(&pack) {
+                        blobs[slot].uses.push(BlobUse { file: n, offset });
+                    }
+                    offset += loc.raw_length as u64;
+                }
+                if !failed && offset != node.size {
+                    plan.problems.push(Problem {
+                        path: tree_walk::display_path(&base.join(&rel)),
+                        message: format!("content adds up to {offset} bytes, the tree says {}", node.size),
+                    });
+                    failed = true;
+                }
+                plan.files.push(FileJob {
+                    final_path: rel.clone(),
+                    temp_path: temp_name(&rel, n),
+                    remaining: AtomicU64::new(node.size),
+                    failed: AtomicBool::new(failed),
+                    node,
+                });
+            }
+            _ => plan.items.push(Item::Special(rel, node)),
+        }
+    }
+    Ok(plan)
+}
+
+/// Refuses to use `path` as a directory if it is a symlink (or not a directory).
+fn ensure_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.file_type().is_symlink() => {
+            Err(Error::invalid(format!("{} is a symlink; refusing to restore through it", path.display())))
+        }
+        Ok(_) => Err(Error::invalid(format!("{} exists and is not a directory", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(path).at(path),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Removes whatever non-directory is at `path`, so a restored entry can take its place.
+fn clear_non_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Err(Error::invalid(format!("{} exists and is a directory", path.display()))),
+        Ok(_) => fs::remove_file(path).at(path),
+        Err(_) => Ok(()),
+    }
+}
+
+fn execute(repo: &Repository, plan: Plan, target: &Path, progress: &dyn Progress) -> Result<RestoreReport> {
+    let Plan { items, files, packs, problems } = plan;
+    let problems = Mutex::new(problems);
+    let problem = |path: &Path, message: String| {
+        problems.lock().unwrap_or_else(|e| e.into_inner()).push(Problem { path: path.display().to_string(), message });
+    };
+    let mut report = RestoreReport::default();
+
+    // Directories first (parents come before children), then empty temp files.
+    for item in &items {
+        if let Item::Dir(rel, _) = item {
+            ensure_dir(&path_of(target, rel))?;
+            report.dirs += 1;
+        }
+    }
+    let finished = AtomicUsize::new(0);
+    let finish_file = |job: &FileJob| {
+        let temp = target.join(&job.temp_path);
+        let final_path = target.join(&job.final_path);
+        let result = apply_metadata(&temp, &job.node, false).and_then(|()| {
+            clear_non_dir(&final_path)?;
+            fs::rename(&temp, &final_path).at(&final_path)
+        });
+        match result {
+            Ok(()) => {
+                finished.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                problem(&final_path, e.to_string());
+            }
+        }
+    };
+    files.par_iter().try_for_each(|job| -> Result<()> {
+        let temp = target.join(&job.temp_path);
+        if job.failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&temp)
+            .at(&temp)?;
+        if job.node.size > 0 {
+            file.set_len(job.node.size).at(&temp)?;
+        } else {
+            drop(file);
+            finish_file(job);
+        }
+        Ok(())
+    })?;
+
+    // Contents: every pack once, several at a time.
+    let mut pack_list: Vec<(PackId, Vec<PlannedBlob>)> = packs.into_iter().collect();
+    pack_list.sort_by_key(|(id, _)| *id);
+    let bytes = AtomicU64::new(0);
+    pack_list.par_iter_mut().for_each(|(pack, blobs)| {
+        blobs.sort_by_key(|b| b.loc.offset);
+        for range in coalesce(blobs) {
+            let first = &blobs[range.start];
+            let last = &blobs[range.end - 1];
+            let start = first.loc.offset;
+            let end = last.loc.offset + last.loc.length as u64;
+            let data = match repo.read_pack_range(pack, start, (end - start) as usize) {
+                Ok(d) => d,
+                Err(e) => {
+                    for b in &blobs[range] {
+                        fail_uses(&files, b, target, &e, &problem);
+                    }
+                    continue;
+                }
+            };
+            for b in &blobs[range] {
+                let at = (b.loc.offset - start) as usize;
+                let plaintext = match repo.open_blob(&b.loc, &data[at..at + b.loc.length as usize]) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        fail_uses(&files, b, target, &e, &problem);
+                        continue;
+                    }
+                };
+                for u in &b.uses {
+                    let job = &files[u.file];
+                    if job.failed.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if let Err(e) = write_at(&target.join(&job.temp_path), &plaintext, u.offset, job.node.is_sparse()) {
+                        job.failed.store(true, Ordering::Relaxed);
+                        problem(&target.join(&job.final_path), e.to_string());
+                        continue;
+                    }
+                    bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+                    progress.advance(0, plaintext.len() as u64);
+                    let left = job.remaining.fetch_sub(plaintext.len() as u64, Ordering::AcqRel) - plaintext.len() as u64;
+                    if left == 0 {
+                        finish_file(job);
+                    }
+                }
+            }
+        }
+    });
+    for job in &files {
+        if job.failed.load(Ordering::Relaxed) {
+            let _ = fs::remove_file(target.join(&job.temp_path));
+        }
+    }
+    report.files = finished.load(Ordering::Relaxed) as u64;
+    report.bytes = bytes.load(Ordering::Relaxed);
+
+    // Links, fifos and devices, then hard links to files now in place.
+    for item in &items {
+        match item {
+            Item::Special(rel, node) => {
+                let path = path_of(target, rel);
+                match create_special(&path, node).and_then(|()| apply_metadata(&path, node, false)) {
+                    Ok(()) => report.other += 1,
+                    Err(e) => problem(&path, e.to_string()),
+                }
+            }
+            Item::HardLink { path, first } => {
+                let (path, first) = (path_of(target, path), path_of(target, first));
+                match clear_non_dir(&path).and_then(|()| fs::hard_link(&first, &path).at(&path)) {
+                    Ok(()) => report.files += 1,
+                    Err(e) => problem(&path, e.to_string()),
+                }
+            }
+            _ => {}
+        }
+    }
+    // Directory metadata last, deepest first, so creating children does not change it.
+    for item in items.iter().rev() {
+        if let Item::Dir(rel, node) = item {
+            let path = path_of(target, rel);
+            if let Err(e) = apply_metadata(&path, node, rel.as_os_str().is_empty()) {
+                problem(&path, e.to_string());
+            }
+        }
+    }
+    report.problems = problems.into_inner().unwrap_or_else(|e| e.into_inner());
+    Ok(report)
+}
+
+fn fail_uses(files: &[FileJob], blob: &PlannedBlob, target: &Path, e: &Error, problem: &dyn Fn(&Path, String)) {
+    for u in &blob.uses {
+        let job = &files[u.file];
+        if !job.failed.swap(true, Ordering::Relaxed) {
+            problem(&target.join(&job.final_path), e.to_string());
+        }
+    }
+}
+
+/// Groups blobs (sorted by offset) into index ranges read with one read each.
+fn coalesce(blobs: &[PlannedBlob]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=blobs.len() {
+        let split = i == blobs.len() || {
+            let prev_end = blobs[i - 1].loc.offset + blobs[i - 1].loc.length as u64;
+            let next = &blobs[i].loc;
+            next.offset > prev_end + COALESCE_GAP || next.offset + next.length as u64 - blobs[start].loc.offset > MAX_READ
+        };
+        if split {
+            out.push(start..i);
+            start = i;
+        }
+    }
+    out
+}
+
+/// Block size at which zeros in a sparse file are left as holes.
+const HOLE_BLOCK: usize = 4096;
+
+/// Writes `data` at `offset`. For a sparse file, all-zero blocks are skipped: the file
+/// was sized with `set_len`, so they read back as zeros and take no space.
+fn write_at(path: &Path, data: &[u8], offset: u64, sparse: bool) -> Result<()> {
+    let file = File::options().write(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path).at(path)?;
+    if !sparse {
+        return file.write_all_at(data, offset).at(path);
+    }
+    for (start, end) in non_zero_runs(data, offset) {
+        file.write_all_at(&data[start..end], offset + start as u64).at(path)?;
+    }
+    Ok(())
+}
+
+/// The ranges of `data` (placed at file offset `offset`) that hold non-zero bytes, in
+/// whole file blocks where possible.
+fn non_zero_runs(data: &[u8], offset: u64) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    // Block boundaries are aligned to the file, not to the chunk.
+    let mut start = 0usize;
+    let first = HOLE_BLOCK - (offset as usize % HOLE_BLOCK);
+    let mut end = first.min(data.len());
+    while start < data.len() {
+        if data[start..end].iter().any(|&b| b != 0) {
+            match runs.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => runs.push((start, end)),
+            }
+        }
+        start = end;
+        end = (end + HOLE_BLOCK).min(data.len());
+    }
+    runs
+}
+
+fn create_special(path: &Path, node: &Node) -> Result<()> {
+    clear_non_dir(path)?;
+    match node.kind {
+        NodeKind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path).at(path),
+        NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
+            let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+                .map_err(|_| Error::invalid(format!("{} contains NUL", path.display())))?;
+            let kind = match node.kind {
+                NodeKind::Fifo => libc::S_IFIFO,
+                NodeKind::CharDevice => libc::S_IFCHR,
+                NodeKind::BlockDevice => libc::S_IFBLK,
+                _ => libc::S_IFSOCK,
+            };
+            // SAFETY: c is a valid NUL-terminated path; mknod has no other preconditions.
+            let rc = unsafe { libc::mknod(c.as_ptr(), kind | (node.mode & 0o7777), node.rdev as libc::dev_t) };
+            if rc != 0 {
+                return Err(Error::io(path, std::io::Error::last_os_error()));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Sets owner (as root), permissions, extended attributes and times, never following a
+/// symlink. The restore target's own root keeps its owner and mode.
+fn apply_metadata(path: &Path, node: &Node, is_target_root: bool) -> Result<()> {
+    let is_link = node.kind == NodeKind::Symlink;
+    if crate::platform::is_root() && !is_target_root {
+        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)).at(path)?;
+    }
+    if !is_link && !is_target_root {
+        fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777)).at(path)?;
+    }
+    for (name, value) in &node.xattrs {
+        if let Err(e) = xattr::set(path, OsStr::from_bytes(name), value)
+            && e.raw_os_error() != Some(libc::ENOTSUP)
+            && e.raw_os_error() != Some(libc::EPERM)
+        {
+            return Err(Error::io(path, e));
+        }
+    }
+    if !is_target_root {
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| Error::invalid(format!("{} contains NUL", path.display())))?;
+        let t = libc::timespec { tv_sec: node.mtime.secs as libc::time_t, tv_nsec: node.mtime.nanos as libc::c_long };
+        let times = [t, t];
+        // SAFETY: c is a valid NUL-terminated path and times points at two timespecs.
+        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+        if rc != 0 {
+            return Err(Error::io(path, std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_blocks_become_holes_and_runs_merge() {
+        let mut data = vec![0u8; 5 * HOLE_BLOCK];
+        data[HOLE_BLOCK + 7] = 1;
+        data[2 * HOLE_BLOCK] = 1;
+        data[5 * HOLE_BLOCK - 1] = 1;
+        assert_eq!(non_zero_runs(&data, 0), vec![(HOLE_BLOCK, 3 * HOLE_BLOCK), (4 * HOLE_BLOCK, 5 * HOLE_BLOCK)]);
+        // Unaligned: the first block ends at the file's next block boundary.
+        assert_eq!(non_zero_runs(&[0, 0, 1], 4094), vec![(2, 3)]);
+        assert!(non_zero_runs(&[0; 100], 0).is_empty());
+    }
+}

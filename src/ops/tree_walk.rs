@@ -1,0 +1,92 @@
+//! Finding and visiting entries of a snapshot's trees.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::tree::{Node, NodeKind};
+use crate::id::BlobId;
+use crate::repository::Repository;
+
+/// A path inside a snapshot, split into names; `/a/b`, `a/b` and `a/b/` are the same.
+pub fn split_path(path: &str) -> Vec<&[u8]> {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::as_bytes).collect()
+}
+
+/// What a path inside a snapshot names: the root, or one entry.
+pub enum Target {
+    Root(BlobId),
+    Entry(Node),
+}
+
+impl Target {
+    /// The tree to descend into, if this is a directory.
+    pub fn subtree(&self) -> Option<BlobId> {
+        match self {
+            Target::Root(id) => Some(*id),
+            Target::Entry(node) => node.subtree,
+        }
+    }
+}
+
+/// Looks up `path` below the tree `root`.
+pub fn resolve(repo: &Repository, root: &BlobId, path: &str) -> Result<Target> {
+    let names = split_path(path);
+    let mut tree_id = *root;
+    let mut found = Target::Root(*root);
+    for (i, name) in names.iter().enumerate() {
+        let tree = repo.load_tree(&tree_id)?;
+        let node = tree.find(name).ok_or_else(|| Error::NotFound(format!("{path:?} in the snapshot")))?;
+        if i + 1 < names.len() {
+            tree_id = node.subtree.ok_or_else(|| {
+                Error::invalid(format!("{:?} in the snapshot is not a directory", names[..=i].join(&b'/').escape_ascii().to_string()))
+            })?;
+        }
+        found = Target::Entry(node.clone());
+    }
+    Ok(found)
+}
+
+/// Visits every entry below `tree` depth first, parents before children, with its path
+/// (relative to the tree). `visit` returns false to skip a directory's contents.
+pub fn walk(repo: &Repository, tree: &BlobId, prefix: &Path, visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>) -> Result<()> {
+    let tree = repo.load_tree(tree)?;
+    for node in &tree.nodes {
+        let path = prefix.join(OsStr::from_bytes(&node.name));
+        let descend = visit(&path, node)?;
+        if descend
+            && node.kind == NodeKind::Dir
+            && let Some(sub) = &node.subtree
+        {
+            walk(repo, sub, &path, visit)?;
+        }
+    }
+    Ok(())
+}
+
+/// `ls -l` style permission string of a mode.
+pub fn mode_string(node: &Node) -> String {
+    let kind = match node.kind {
+        NodeKind::File => '-',
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::CharDevice => 'c',
+        NodeKind::BlockDevice => 'b',
+        NodeKind::Socket => 's',
+    };
+    let mut s = String::with_capacity(10);
+    s.push(kind);
+    for shift in [6, 3, 0] {
+        let bits = (node.mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+pub fn display_path(path: &Path) -> String {
+    PathBuf::from("/").join(path).display().to_string()
+}
