@@ -1,0 +1,329 @@
+//! `arca backup`: what goes in comes back out, with its metadata; incremental backups read
+//! only what changed; tags, hosts, excludes; unreadable files; standard input.
+
+use std::fs;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::common::*;
+
+/// Sets a file's permission bits.
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn backup_restores_file_contents_nested_dirs_and_empty_files() {
+    let env = TestEnv::init();
+    let files = [
+        ("top.bin", pseudo_random(1, 70_000)),
+        ("a/b/c/deep.bin", pseudo_random(2, 3_000)),
+        ("a/text.txt", b"hello\n".to_vec()),
+        ("empty", Vec::new()),
+        ("a/b/also-empty", Vec::new()),
+    ];
+    for (name, data) in &files {
+        env.write_file(name, data);
+    }
+    fs::create_dir_all(env.src.join("a/empty-dir")).unwrap();
+    let restored = env.round_trip();
+    for (name, data) in &files {
+        assert_eq!(&fs::read(restored.join(name)).unwrap(), data, "{name}");
+    }
+    assert!(restored.join("a/empty-dir").is_dir());
+    assert_eq!(fs::read_dir(restored.join("a/empty-dir")).unwrap().count(), 0);
+    env.assert_verified();
+}
+
+#[test]
+fn backup_restores_a_symlink_as_a_symlink() {
+    let env = TestEnv::init();
+    env.write_file("target.txt", b"pointed at");
+    std::os::unix::fs::symlink("target.txt", env.src.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/dangling", env.src.join("dangling")).unwrap();
+    let restored = env.round_trip();
+    assert!(fs::symlink_metadata(restored.join("link")).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read_link(restored.join("link")).unwrap(), Path::new("target.txt"));
+    assert_eq!(fs::read_link(restored.join("dangling")).unwrap(), Path::new("/nonexistent/dangling"));
+    env.assert_verified();
+}
+
+#[test]
+fn backup_restores_a_hard_link_pair_as_one_inode() {
+    let env = TestEnv::init();
+    let first = env.write_file("first", &pseudo_random(3, 5_000));
+    fs::hard_link(&first, env.src.join("second")).unwrap();
+    let restored = env.round_trip();
+    let (a, b) = (fs::metadata(restored.join("first")).unwrap(), fs::metadata(restored.join("second")).unwrap());
+    assert_eq!(a.ino(), b.ino(), "the restored pair should share an inode");
+    assert_eq!(a.nlink(), 2);
+    assert_eq!(fs::read(restored.join("second")).unwrap(), pseudo_random(3, 5_000));
+    env.assert_verified();
+}
+
+#[test]
+fn backup_restores_a_fifo_without_opening_it() {
+    let env = TestEnv::init();
+    let fifo = env.src.join("pipe");
+    run("mkfifo", &[fifo.to_str().unwrap()]);
+    let restored = env.round_trip();
+    assert!(fs::symlink_metadata(restored.join("pipe")).unwrap().file_type().is_fifo());
+    env.assert_verified();
+}
+
+#[test]
+fn backup_restores_a_sparse_file_sparse() {
+    let env = TestEnv::init();
+    let path = env.src.join("sparse");
+    let size: u64 = 8 << 20;
+    let file = fs::File::create(&path).unwrap();
+    file.set_len(size).unwrap();
+    file.write_all_at(b"tail", size - 4).unwrap();
+    drop(file);
+    let restored = env.round_trip();
+    let meta = fs::metadata(restored.join("sparse")).unwrap();
+    assert_eq!(meta.len(), size);
+    assert!(meta.blocks() * 512 < size / 8, "restored sparse file uses {} blocks for {size} bytes", meta.blocks());
+    let data = fs::read(restored.join("sparse")).unwrap();
+    assert!(data[..data.len() - 4].iter().all(|&b| b == 0));
+    assert_eq!(&data[data.len() - 4..], b"tail");
+    env.assert_verified();
+}
+
+#[test]
+fn backup_restores_permission_bits() {
+    let env = TestEnv::init();
+    chmod(&env.write_file("secret", b"s"), 0o640);
+    chmod(&env.write_file("tool", b"#!/bin/sh\n"), 0o755);
+    chmod(&env.write_file("setgid-ish", b"x"), 0o2711);
+    fs::create_dir(env.src.join("private")).unwrap();
+    chmod(&env.src.join("private"), 0o700);
+    let restored = env.round_trip();
+    for (name, mode) in [("secret", 0o640), ("tool", 0o755), ("setgid-ish", 0o2711), ("private", 0o700)] {
+        let got = fs::symlink_metadata(restored.join(name)).unwrap().mode() & 0o7777;
+        assert_eq!(got, mode, "{name}: {got:o} instead of {mode:o}");
+    }
+    env.assert_verified();
+}
+
+#[test]
+fn backup_restores_mtime_to_the_nanosecond() {
+    let env = TestEnv::init();
+    let file = env.write_file("dir/old", b"from 2001");
+    let stamp = "2001-02-03 04:05:06.123456789";
+    run("touch", &["-d", stamp, file.to_str().unwrap()]);
+    run("touch", &["-d", stamp, env.src.join("dir").to_str().unwrap()]);
+    let original = fs::metadata(&file).unwrap();
+    assert_eq!(original.mtime_nsec(), 123_456_789);
+    let restored = env.round_trip();
+    for name in ["dir/old", "dir"] {
+        let got = fs::metadata(restored.join(name)).unwrap();
+        assert_eq!((got.mtime(), got.mtime_nsec()), (original.mtime(), 123_456_789), "{name}");
+    }
+    env.assert_verified();
+}
+
+#[test]
+fn backup_restores_extended_attributes() {
+    let env = TestEnv::init();
+    let file = env.write_file("tagged", b"with an xattr");
+    if let Err(e) = xattr::set(&file, "user.test", b"hello") {
+        eprintln!("skipped: this file system refuses user xattrs ({e})");
+        return;
+    }
+    let restored = env.round_trip();
+    assert_eq!(xattr::get(restored.join("tagged"), "user.test").unwrap().as_deref(), Some(&b"hello"[..]));
+    env.assert_verified();
+}
+
+/// Regression: a second backup of unchanged files must take them from the parent snapshot
+/// without reading their contents.
+#[test]
+fn unchanged_files_are_not_read_again() {
+    let env = TestEnv::init();
+    for i in 0..5u64 {
+        env.write_file(&format!("d{}/f{i}", i % 2), &pseudo_random(i, 10_000));
+    }
+    let first = env.backup_src();
+    assert_eq!(first["snapshot"]["summary"]["files_new"], 5);
+    let second = env.backup_src();
+    let summary = &second["snapshot"]["summary"];
+    assert_eq!(summary["files_unchanged"], 5, "{second}");
+    assert_eq!(summary["files_new"], 0, "{second}");
+    assert_eq!(summary["files_changed"], 0, "{second}");
+    assert_eq!(summary["bytes_read"], 0, "{second}");
+    assert_eq!(second["bytes_read"], 0, "{second}");
+    assert_eq!(second["parent"], first["snapshot_id"]);
+    env.assert_verified();
+}
+
+#[test]
+fn a_changed_file_is_the_only_one_read() {
+    let env = TestEnv::init();
+    for i in 0..4u64 {
+        env.write_file(&format!("f{i}"), &pseudo_random(i, 10_000));
+    }
+    env.backup_src();
+    env.write_file("f2", &pseudo_random(99, 12_345));
+    let report = env.backup_src();
+    let summary = &report["snapshot"]["summary"];
+    assert_eq!(summary["files_changed"], 1, "{report}");
+    assert_eq!(summary["files_unchanged"], 3, "{report}");
+    assert_eq!(summary["bytes_read"], 12_345, "{report}");
+    let restored = env.restore(&env.latest_src(), "restored", &[]);
+    assert_eq!(fs::read(restored.join("f2")).unwrap(), pseudo_random(99, 12_345));
+    env.assert_verified();
+}
+
+#[test]
+fn tags_and_host_are_recorded_and_filter_snapshots() {
+    let env = TestEnv::init();
+    env.write_file("a", b"alpha's file");
+    env.backup(&[&env.src], &["--tag", "daily", "--tag", "db", "--host", "alpha"]);
+    fs::remove_file(env.src.join("a")).unwrap();
+    env.write_file("b", b"beta's file");
+    env.backup(&[&env.src], &["--host", "beta"]);
+
+    let daily = env.json(&["snapshots", "--tag", "daily"]);
+    let daily = daily.as_array().unwrap();
+    assert_eq!(daily.len(), 1);
+    assert_eq!(daily[0]["host"], "alpha");
+    assert_eq!(daily[0]["tags"], serde_json::json!(["daily", "db"]));
+    let beta = env.json(&["snapshots", "--host", "beta"]);
+    assert_eq!(beta.as_array().unwrap().len(), 1);
+    assert_eq!(beta[0]["tags"], serde_json::json!([]));
+    assert_eq!(env.json(&["snapshots", "--host", "gamma"]).as_array().unwrap().len(), 0);
+
+    // `latest` is the newest snapshot that passes the filter.
+    let listing = |extra: &[&str]| {
+        let mut args = vec!["ls", "latest"];
+        args.extend_from_slice(extra);
+        stdout(env.arca(&args).assert().success().get_output())
+    };
+    let a = env.src.join("a").display().to_string();
+    let b = env.src.join("b").display().to_string();
+    let alpha = listing(&["--host", "alpha"]);
+    assert!(alpha.lines().any(|l| l == a) && !alpha.contains(&b), "{alpha}");
+    let tagged = listing(&["--tag", "db"]);
+    assert!(tagged.lines().any(|l| l == a), "{tagged}");
+    let newest = listing(&[]);
+    assert!(newest.lines().any(|l| l == b) && !newest.contains(&a), "{newest}");
+    env.assert_verified();
+}
+
+#[test]
+fn exclude_glob_leaves_matching_files_out() {
+    let env = TestEnv::init();
+    env.write_file("keep.txt", b"k");
+    env.write_file("noise.log", b"n");
+    env.write_file("sub/more.log", b"n");
+    env.write_file("cache/blob", b"c");
+    let cache_glob = format!("{}/cache", env.src.display());
+    env.backup(&[&env.src], &["--exclude", "*.log", "--exclude", &cache_glob]);
+    let restored = env.restore(&env.latest_src(), "restored", &[]);
+    assert!(restored.join("keep.txt").exists());
+    assert!(restored.join("sub").is_dir());
+    for gone in ["noise.log", "sub/more.log", "cache"] {
+        assert!(!restored.join(gone).exists(), "{gone} should have been excluded");
+    }
+    env.assert_verified();
+}
+
+#[test]
+fn exclude_file_patterns_leave_files_out() {
+    let env = TestEnv::init();
+    env.write_file("keep.txt", b"k");
+    env.write_file("drop.tmp", b"d");
+    env.write_file("build/out.o", b"o");
+    let list = env.path("excludes.txt");
+    fs::write(&list, format!("# comment\n\n*.tmp\n  {}/build  \n", env.src.display())).unwrap();
+    env.backup(&[&env.src], &["--exclude-file", list.to_str().unwrap()]);
+    let restored = env.restore(&env.latest_src(), "restored", &[]);
+    assert!(restored.join("keep.txt").exists());
+    assert!(!restored.join("drop.tmp").exists());
+    assert!(!restored.join("build").exists());
+    env.assert_verified();
+}
+
+#[test]
+fn one_file_system_is_accepted() {
+    let env = TestEnv::init();
+    env.write_file("f", b"on one file system");
+    env.backup(&[&env.src], &["--one-file-system"]);
+    env.backup(&[&env.src], &["-x"]);
+    env.assert_verified();
+}
+
+#[test]
+fn an_unreadable_file_is_reported_and_the_backup_completes() {
+    let env = TestEnv::init();
+    env.write_file("readable", b"fine");
+    let secret = env.write_file("locked/secret", b"no access");
+    let mut cmd = if is_root() {
+        // Root reads any file: run this backup as `nobody` when we can.
+        if !have("setpriv") {
+            eprintln!("skipped: running as root without setpriv, so every file is readable");
+            return;
+        }
+        env.open_to_everyone();
+        env.arca_as_nobody(&["--json", "backup", env.src.to_str().unwrap()])
+    } else {
+        env.arca(&["--json", "backup", env.src.to_str().unwrap()])
+    };
+    chmod(&secret, 0o000);
+    let out = cmd.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(EXIT_PROBLEMS), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let warning = err.lines().find(|l| l.contains("warning")).unwrap_or_else(|| panic!("no warning: {err}"));
+    assert!(warning.contains(&secret.display().to_string()), "{warning}");
+    assert!(warning.to_lowercase().contains("permission denied"), "{warning}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["problems"][0]["path"], secret.display().to_string());
+    assert_eq!(report["snapshot"]["summary"]["errors"], 1);
+
+    let snapshots = env.json(&["snapshots"]);
+    assert_eq!(snapshots.as_array().unwrap().len(), 1, "the snapshot should exist");
+    let restored = env.restore(&env.latest_src(), "restored", &[]);
+    assert_eq!(fs::read(restored.join("readable")).unwrap(), b"fine");
+    assert!(!restored.join("locked/secret").exists());
+    env.assert_verified();
+}
+
+#[test]
+fn stdin_backup_round_trips_through_dump() {
+    let env = TestEnv::init();
+    let data = pseudo_random(7, 3 << 20);
+    let out = env
+        .arca(&["--json", "backup", "--stdin", "--stdin-filename", "db.sql", "--tag", "pg"])
+        .write_stdin(data.clone())
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(report["bytes_read"], data.len());
+    assert_eq!(report["snapshot"]["paths"], serde_json::json!(["/db.sql"]));
+    for path in ["db.sql", "/db.sql"] {
+        let dumped = env.arca(&["dump", "latest", path]).assert().success().get_output().stdout.clone();
+        assert!(dumped == data, "dump latest {path}: {} bytes differ from the {} piped in", dumped.len(), data.len());
+    }
+    env.assert_verified();
+}
+
+#[test]
+fn stdin_filename_must_be_a_plain_name() {
+    let env = TestEnv::init();
+    let cmd = {
+        let mut c = env.arca(&["backup", "--stdin", "--stdin-filename", "../escape"]);
+        c.write_stdin("data");
+        c
+    };
+    let out = fails_with(&env, cmd, EXIT_ERROR);
+    assert!(error_line(&out).contains("../escape"));
+}
+
+#[test]
+fn stdin_with_paths_is_a_usage_error() {
+    let env = TestEnv::init();
+    let out = env.fails(&["backup", "--stdin", env.src.to_str().unwrap()], EXIT_USAGE);
+    assert!(error_line(&out).contains("--stdin"));
+}

@@ -1,0 +1,359 @@
+//! Bad input of every kind: wrong or missing passwords, missing or foreign repositories,
+//! hostile key files, damaged repositories, usage errors. Each gives a clear message, the
+//! right exit code, no panic, and leaves the repository as it was.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+// ---- passwords ----
+
+#[test]
+fn wrong_password_is_refused_with_exit_1() {
+    let env = TestEnv::init();
+    env.write_file("f", b"x");
+    let mut cmd = env.arca(&["backup", env.src.to_str().unwrap()]);
+    cmd.env("ARCA_PASSWORD", "not the password");
+    let out = fails_with(&env, cmd, EXIT_ERROR);
+    assert!(error_line(&out).contains("wrong password"));
+    env.assert_verified();
+}
+
+#[test]
+fn password_is_read_from_arca_password_file() {
+    let env = TestEnv::init();
+    let file = env.path("pw");
+    fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    env.arca(&["snapshots"])
+        .env_remove("ARCA_PASSWORD")
+        .env("ARCA_PASSWORD_FILE", &file)
+        .assert()
+        .success();
+    // The file comes before ARCA_PASSWORD.
+    env.arca(&["snapshots"]).env("ARCA_PASSWORD", "wrong").env("ARCA_PASSWORD_FILE", &file).assert().success();
+    env.assert_verified();
+}
+
+#[test]
+fn a_missing_password_file_is_named() {
+    let env = TestEnv::init();
+    let file = env.path("no-such-password-file");
+    let mut cmd = env.arca(&["snapshots"]);
+    cmd.env("ARCA_PASSWORD_FILE", &file);
+    let out = fails_with(&env, cmd, EXIT_ERROR);
+    assert!(error_line(&out).contains(&file.display().to_string()));
+}
+
+#[test]
+fn password_is_read_from_arca_password_command() {
+    let env = TestEnv::init();
+    env.arca(&["snapshots"])
+        .env_remove("ARCA_PASSWORD")
+        .env("ARCA_PASSWORD_COMMAND", format!("echo '{PASSWORD}'"))
+        .assert()
+        .success();
+    env.assert_verified();
+}
+
+#[test]
+fn a_failing_password_command_is_named() {
+    let env = TestEnv::init();
+    let mut cmd = env.arca(&["snapshots"]);
+    cmd.env_remove("ARCA_PASSWORD").env("ARCA_PASSWORD_COMMAND", "exit 7");
+    let out = fails_with(&env, cmd, EXIT_ERROR);
+    assert!(error_line(&out).contains("exit 7"));
+}
+
+#[test]
+fn no_password_and_no_terminal_names_the_variables() {
+    let env = TestEnv::init();
+    let mut cmd = env.arca(&["snapshots"]);
+    cmd.env_remove("ARCA_PASSWORD");
+    let out = fails_with(&env, cmd, EXIT_ERROR);
+    let line = error_line(&out);
+    for var in ["ARCA_PASSWORD", "ARCA_PASSWORD_FILE", "ARCA_PASSWORD_COMMAND"] {
+        assert!(line.contains(var), "{line}");
+    }
+    // init asks before it writes anything.
+    let fresh = TestEnv::new();
+    let mut cmd = fresh.arca(&["init", "--kdf-memory", "64", "--kdf-iterations", "1"]);
+    cmd.env_remove("ARCA_PASSWORD");
+    fails_with(&fresh, cmd, EXIT_ERROR);
+    assert!(!fresh.repo.exists());
+}
+
+// ---- repositories that are not there, or not ours ----
+
+#[test]
+fn no_repository_at_the_path_says_so_and_names_it() {
+    let env = TestEnv::new();
+    env.write_file("f", b"x");
+    for args in [vec!["snapshots"], vec!["backup", env.src.to_str().unwrap()], vec!["verify"]] {
+        let out = env.fails(&args, EXIT_ERROR);
+        let line = error_line(&out);
+        assert!(line.contains("no repository") && line.contains(&env.repo.display().to_string()), "{line}");
+    }
+    assert!(!env.repo.exists(), "a failed command created the repository folder");
+}
+
+#[test]
+fn no_repository_given_names_the_option_and_variable() {
+    let env = TestEnv::new();
+    let mut cmd = env.arca(&["snapshots"]);
+    cmd.env_remove("ARCA_REPOSITORY");
+    let out = fails_with(&env, cmd, EXIT_ERROR);
+    let line = error_line(&out);
+    assert!(line.contains("--repo") && line.contains("ARCA_REPOSITORY"), "{line}");
+}
+
+#[test]
+fn a_repository_of_an_unknown_version_is_refused_naming_the_version() {
+    let env = TestEnv::init();
+    let config = env.repo.join("config");
+    let mut bytes = fs::read(&config).unwrap();
+    bytes[5] = 2;
+    write_in_place(&config, &bytes);
+    let out = env.fails(&["snapshots"], EXIT_ERROR);
+    let line = error_line(&out);
+    assert!(line.contains("config") && line.contains("version 2") && line.contains("newer arca"), "{line}");
+    // The version is checked before the password, so a wrong one changes nothing.
+    let mut cmd = env.arca(&["snapshots"]);
+    cmd.env("ARCA_PASSWORD", "wrong");
+    assert!(error_line(&fails_with(&env, cmd, EXIT_ERROR)).contains("version 2"));
+}
+
+#[test]
+fn a_key_file_of_an_unknown_version_is_refused_naming_it() {
+    let env = TestEnv::init();
+    let key = env.repo_dir_files("keys").remove(0);
+    let mut bytes = fs::read(&key).unwrap();
+    bytes[5] = 9;
+    write_in_place(&key, &bytes);
+    let out = env.fails(&["snapshots"], EXIT_ERROR);
+    let line = error_line(&out);
+    assert!(line.contains("version 9") && line.contains("keys/"), "{line}");
+}
+
+#[test]
+fn a_key_file_with_out_of_bounds_kdf_parameters_fails_fast() {
+    let env = TestEnv::init();
+    let key = env.repo_dir_files("keys").remove(0);
+    let mut bytes = fs::read(&key).unwrap();
+    bytes[8..12].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+    write_in_place(&key, &bytes);
+    let started = Instant::now();
+    let out = env.fails(&["snapshots"], EXIT_ERROR);
+    let took = started.elapsed();
+    let line = error_line(&out);
+    assert!(line.contains("out of bounds") && line.contains("keys/"), "{line}");
+    assert!(took < Duration::from_secs(1), "took {took:?}: the KDF must not run with hostile parameters");
+}
+
+// ---- damaged repositories ----
+
+/// A repository whose first backup stored `a/one.bin`, and whose second backed up `a/` and
+/// `b/` together: `a`'s data stays in the first backup's data pack, `b`'s is in a new one.
+struct TwoPacks {
+    env: TestEnv,
+    /// The pack holding `a/one.bin`'s data.
+    a_pack: PathBuf,
+    /// The index segment of the first backup.
+    a_index: PathBuf,
+    a_file: PathBuf,
+    b_files: Vec<(PathBuf, Vec<u8>)>,
+}
+
+fn two_packs() -> TwoPacks {
+    let env = TestEnv::init();
+    let a_file = env.write_file("a/one.bin", &pseudo_random(1, 200_000));
+    let a_dir = env.src.join("a");
+    env.backup(&[&a_dir], &[]);
+    let a_pack = new_packs(&env, &[]).remove(0);
+    let a_index = env.repo_dir_files("index").remove(0);
+    let packs_before = env.packs();
+    let b_files = vec![
+        (env.write_file("b/two.bin", &pseudo_random(2, 150_000)), pseudo_random(2, 150_000)),
+        (env.write_file("b/three.txt", b"three"), b"three".to_vec()),
+    ];
+    env.backup(&[&a_dir, &env.src.join("b")], &[]);
+    let new = new_packs(&env, &packs_before);
+    assert!(!new.contains(&a_pack), "the second backup should not rewrite the first one's pack");
+    TwoPacks { env, a_pack, a_index, a_file, b_files }
+}
+
+impl TwoPacks {
+    /// Restores the newest snapshot (which has `a` and `b`), expecting exit 3 because `a`'s
+    /// data is damaged; checks `b` came back whole and that the warnings name `a/one.bin`.
+    fn restore_around_the_damage(&self) {
+        let target = self.env.path("restored");
+        let out = self.env.fails(&["restore", "latest", "--target", target.to_str().unwrap()], EXIT_PROBLEMS);
+        let inside = |p: &PathBuf| target.join(p.strip_prefix("/").unwrap());
+        for (path, data) in &self.b_files {
+            assert_eq!(&fs::read(inside(path)).unwrap(), data, "{} was not restored", path.display());
+        }
+        assert!(!inside(&self.a_file).exists(), "a damaged file must not appear under its name");
+        let err = stderr(&out);
+        let warning = err.lines().find(|l| l.contains("one.bin")).unwrap_or_else(|| panic!("no warning: {err}"));
+        assert!(warning.starts_with("arca: warning: "), "{warning}");
+        let leftovers: Vec<_> =
+            entries_below(&target).into_iter().filter(|p| p.to_string_lossy().contains(".arca-restore-")).collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// `verify ARGS` exits 3; returns its standard output.
+    fn verify_finds_damage(&self, args: &[&str]) -> String {
+        let mut all = vec!["verify"];
+        all.extend_from_slice(args);
+        let out = self.env.fails(&all, EXIT_PROBLEMS);
+        let text = stdout(&out);
+        assert!(text.contains("DAMAGE FOUND"), "{text}");
+        text
+    }
+
+    /// Whether the report lists `a/one.bin` in both snapshots as unrestorable.
+    fn lists_a_file_as_damaged(&self, report: &str) -> bool {
+        let path = format!(":{}", self.a_file.display());
+        report.lines().filter(|l| l.trim_start().ends_with(&path)).count() == 2
+    }
+}
+
+#[test]
+fn verify_names_a_truncated_pack_and_restore_works_around_it() {
+    let t = two_packs();
+    let bytes = fs::read(&t.a_pack).unwrap();
+    write_in_place(&t.a_pack, &bytes[..bytes.len() / 2]);
+    let report = t.verify_finds_damage(&["--read-data"]);
+    let line = report.lines().find(|l| l.contains(&pack_name(&t.a_pack))).unwrap_or_else(|| panic!("{report}"));
+    assert!(line.contains("truncated"), "{line}");
+    assert!(t.lists_a_file_as_damaged(&report), "{report}");
+    // The size check alone finds it, without reading data.
+    assert!(t.verify_finds_damage(&[]).contains(&pack_name(&t.a_pack)));
+    t.restore_around_the_damage();
+}
+
+#[test]
+fn verify_read_data_names_the_pack_blob_and_path_of_a_flipped_bit() {
+    let t = two_packs();
+    flip_bit(&t.a_pack, 100);
+    let report = t.verify_finds_damage(&["--read-data"]);
+    let pack_line = report.lines().find(|l| l.contains(&pack_name(&t.a_pack))).unwrap_or_else(|| panic!("{report}"));
+    assert!(pack_line.starts_with("damaged pack "), "{report}");
+    let blob_line = report.lines().find(|l| l.starts_with("damaged blob ")).unwrap_or_else(|| panic!("{report}"));
+    let blob_id = blob_line["damaged blob ".len()..].split(':').next().unwrap();
+    assert_eq!(blob_id.len(), 64, "{blob_line}");
+    assert!(t.lists_a_file_as_damaged(&report), "{report}");
+    t.restore_around_the_damage();
+}
+
+#[test]
+fn verify_and_restore_name_what_a_missing_pack_takes_away() {
+    let t = two_packs();
+    fs::remove_file(&t.a_pack).unwrap();
+    let report = t.verify_finds_damage(&[]);
+    let line = report.lines().find(|l| l.contains(&pack_name(&t.a_pack))).unwrap_or_else(|| panic!("{report}"));
+    assert!(line.contains("missing"), "{line}");
+    assert!(t.lists_a_file_as_damaged(&report), "{report}");
+    t.restore_around_the_damage();
+}
+
+#[test]
+fn verify_names_a_damaged_index_segment() {
+    let t = two_packs();
+    flip_bit(&t.a_index, 40);
+    let report = t.verify_finds_damage(&[]);
+    let name = format!("index/{}", t.a_index.file_name().unwrap().to_str().unwrap());
+    assert!(report.lines().any(|l| l.starts_with("damaged index ") && l.contains(&name)), "{report}");
+    assert!(t.lists_a_file_as_damaged(&report), "{report}");
+}
+
+#[test]
+fn verify_reports_what_a_missing_index_segment_takes_away() {
+    let t = two_packs();
+    fs::remove_file(&t.a_index).unwrap();
+    let report = t.verify_finds_damage(&[]);
+    // Nothing names a missing segment, so verify names what it indexed: the pack it listed
+    // is no longer in any index, and the blobs in it cannot be found.
+    assert!(report.contains("1 pack(s) are not in any index"), "{report}");
+    assert!(report.lines().any(|l| l.starts_with("damaged blob ")), "{report}");
+    assert!(t.lists_a_file_as_damaged(&report), "{report}");
+    let json = t.env.arca(&["--json", "verify"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["unreferenced_packs"][0], t.a_pack.file_name().unwrap().to_str().unwrap());
+}
+
+#[test]
+fn verify_names_a_bit_flipped_snapshot_file() {
+    let t = two_packs();
+    let snapshot = t.env.repo_dir_files("snapshots").remove(0);
+    let len = fs::metadata(&snapshot).unwrap().len() as usize;
+    flip_bit(&snapshot, len - 3);
+    // A fresh cache: nothing remembered about the snapshot before it was damaged.
+    fs::remove_dir_all(&t.env.cache).unwrap();
+    let report = t.verify_finds_damage(&[]);
+    let name = format!("snapshots/{}", snapshot.file_name().unwrap().to_str().unwrap());
+    assert!(report.lines().any(|l| l.starts_with("damaged snapshot ") && l.contains(&name)), "{report}");
+}
+
+#[test]
+#[ignore = "bug: verify trusts the local cache's copy of a snapshot, so a damaged snapshot file goes unnoticed"]
+fn verify_names_a_bit_flipped_snapshot_file_even_when_it_is_cached() {
+    let t = two_packs();
+    // `snapshots` (like any backup, ls or restore) caches every snapshot it reads.
+    t.env.arca(&["snapshots"]).assert().success();
+    let snapshot = t.env.repo_dir_files("snapshots").remove(0);
+    let len = fs::metadata(&snapshot).unwrap().len() as usize;
+    flip_bit(&snapshot, len - 3);
+    let report = t.verify_finds_damage(&[]);
+    let name = format!("snapshots/{}", snapshot.file_name().unwrap().to_str().unwrap());
+    assert!(report.lines().any(|l| l.starts_with("damaged snapshot ") && l.contains(&name)), "{report}");
+}
+
+// ---- usage errors ----
+
+#[test]
+fn an_unknown_command_is_a_usage_error() {
+    let env = TestEnv::init();
+    let out = env.fails(&["frobnicate"], EXIT_USAGE);
+    assert!(stderr(&out).contains("frobnicate"));
+}
+
+#[test]
+fn backup_without_paths_is_a_usage_error() {
+    let env = TestEnv::init();
+    let out = env.fails(&["backup"], EXIT_USAGE);
+    assert!(error_line(&out).contains("nothing to back up"));
+}
+
+#[test]
+fn verify_with_both_read_data_options_is_a_usage_error() {
+    let env = TestEnv::init();
+    let out = env.fails(&["verify", "--read-data", "--read-data-subset", "1/2"], EXIT_USAGE);
+    let line = error_line(&out);
+    assert!(line.contains("--read-data") && line.contains("--read-data-subset"), "{line}");
+}
+
+#[test]
+fn an_unknown_option_is_a_usage_error() {
+    let env = TestEnv::init();
+    let out = env.fails(&["snapshots", "--no-such-option"], EXIT_USAGE);
+    assert!(stderr(&out).contains("--no-such-option"));
+}
+
+#[test]
+fn a_backup_of_a_missing_path_fails_naming_it_and_writes_nothing() {
+    let env = TestEnv::init();
+    let missing = env.path("not-there");
+    let out = env.fails(&["backup", missing.to_str().unwrap()], EXIT_ERROR);
+    assert!(error_line(&out).contains(&missing.display().to_string()));
+    env.assert_verified();
+}
+
+#[test]
+fn an_invalid_exclude_pattern_is_named() {
+    let env = TestEnv::init();
+    env.write_file("f", b"x");
+    let out = env.fails(&["backup", env.src.to_str().unwrap(), "--exclude", "a[b"], EXIT_ERROR);
+    assert!(error_line(&out).contains("a[b"));
+}
