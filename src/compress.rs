@@ -9,6 +9,7 @@ const SAMPLE_THRESHOLD: usize = 64 * 1024;
 const SAMPLE_LEN: usize = 16 * 1024;
 
 thread_local! {
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
 
@@ -30,7 +31,9 @@ pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
                 Err(_) => return false,
             }
         }
-        let Some((_, compressor)) = slot.as_mut() else { return false };
+        let Some((_, compressor)) = slot.as_mut() else {
+            return false;
+        };
         if data.len() >= SAMPLE_THRESHOLD {
             let start = data.len() / 2 - SAMPLE_LEN / 2;
             let sample = &data[start..start + SAMPLE_LEN];
@@ -61,7 +64,19 @@ pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
 /// Decompresses a zstd frame whose uncompressed length is known in advance; anything that
 /// does not decompress to exactly `raw_len` bytes is an error.
 pub fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>> {
-    let out = zstd::bulk::decompress(data, raw_len).map_err(|e| Error::corrupt("compressed blob", e.to_string()))?;
+    // A decompression context per thread: creating one per blob costs more than small blobs.
+    let out = DECOMPRESSOR
+        .with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(zstd::bulk::Decompressor::new()?);
+            }
+            match slot.as_mut() {
+                Some(d) => d.decompress(data, raw_len),
+                None => zstd::bulk::decompress(data, raw_len),
+            }
+        })
+        .map_err(|e| Error::corrupt("compressed blob", e.to_string()))?;
     if out.len() != raw_len {
         return Err(Error::corrupt(
             "compressed blob",

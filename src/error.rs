@@ -20,8 +20,14 @@ pub enum Error {
     RepositoryExists(String),
     #[error("wrong password: none of the repository's keys opens with it")]
     WrongPassword,
-    #[error("{what} has format version {found}; this arca understands version {supported}: use a newer arca")]
-    UnsupportedVersion { what: String, found: u32, supported: u32 },
+    #[error(
+        "{what} has format version {found}; this arca understands version {supported}: use a newer arca"
+    )]
+    UnsupportedVersion {
+        what: String,
+        found: u32,
+        supported: u32,
+    },
     /// A stored object failed to decode, authenticate or match its name.
     #[error("{object} is damaged: {reason}")]
     Corrupt { object: String, reason: String },
@@ -36,11 +42,17 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Corrupt { object: object.into(), reason: reason.into() }
+        Error::Corrupt {
+            object: object.into(),
+            reason: reason.into(),
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {

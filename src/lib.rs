@@ -13,6 +13,6 @@ pub mod id;
 pub mod storage;
 
 pub use error::{Error, Result};
+pub mod ops;
 pub mod platform;
 pub mod repository;
-pub mod ops;

@@ -21,7 +21,9 @@ pub fn hostname() -> String {
 pub fn username() -> String {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    user_name(uid).map(|n| String::from_utf8_lossy(&n).into_owned()).unwrap_or_else(|| uid.to_string())
+    user_name(uid)
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .unwrap_or_else(|| uid.to_string())
 }
 
 pub fn is_root() -> bool {
@@ -30,16 +32,32 @@ pub fn is_root() -> bool {
 }
 
 pub fn now() -> Timestamp {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        secs: d.as_secs() as i64,
+        nanos: d.subsec_nanos(),
+    }
 }
 
-static USERS: Mutex<Option<HashMap<u32, Option<Vec<u8>>>>> = Mutex::new(None);
-static GROUPS: Mutex<Option<HashMap<u32, Option<Vec<u8>>>>> = Mutex::new(None);
+/// Names by numeric id, looked up once each.
+type NameCache = Mutex<Option<HashMap<u32, Option<Vec<u8>>>>>;
 
-fn cached(cache: &Mutex<Option<HashMap<u32, Option<Vec<u8>>>>>, id: u32, lookup: impl FnOnce(u32) -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+static USERS: NameCache = Mutex::new(None);
+static GROUPS: NameCache = Mutex::new(None);
+
+fn cached(
+    cache: &NameCache,
+    id: u32,
+    lookup: impl FnOnce(u32) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
     let mut guard = cache.lock().unwrap_or_else(|e| e.into_inner());
-    guard.get_or_insert_with(HashMap::new).entry(id).or_insert_with(|| lookup(id)).clone()
+    guard
+        .get_or_insert_with(HashMap::new)
+        .entry(id)
+        .or_insert_with(|| lookup(id))
+        .clone()
 }
 
 /// The name of user `uid`, from the system's user database (cached).
@@ -50,7 +68,8 @@ pub fn user_name(uid: u32) -> Option<Vec<u8>> {
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: all pointers refer to live buffers of the stated sizes.
-        let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+        let rc =
+            unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
         if rc != 0 || result.is_null() {
             return None;
         }
@@ -67,7 +86,8 @@ pub fn group_name(gid: u32) -> Option<Vec<u8>> {
         let mut grp: libc::group = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::group = std::ptr::null_mut();
         // SAFETY: all pointers refer to live buffers of the stated sizes.
-        let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
+        let rc =
+            unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
         if rc != 0 || result.is_null() {
             return None;
         }

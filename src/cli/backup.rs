@@ -55,7 +55,11 @@ pub fn run(global: &Global, args: &BackupArgs) -> Result<i32> {
     }
     let repo = global.open()?;
     let report = if args.stdin {
-        let options = StdinOptions { filename: args.stdin_filename.clone(), tags: args.tags.clone(), host: args.host.clone() };
+        let options = StdinOptions {
+            filename: args.stdin_filename.clone(),
+            tags: args.tags.clone(),
+            host: args.host.clone(),
+        };
         backup::backup_stdin(&repo, std::io::stdin().lock(), &options)?
     } else {
         let options = BackupOptions {
@@ -73,7 +77,11 @@ pub fn run(global: &Global, args: &BackupArgs) -> Result<i32> {
         report
     };
     print_report(global, &report)?;
-    Ok(if report.problems.is_empty() { EXIT_OK } else { EXIT_PROBLEMS })
+    Ok(if report.problems.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_PROBLEMS
+    })
 }
 
 fn print_report(global: &Global, report: &BackupReport) -> Result<()> {
@@ -91,13 +99,23 @@ fn print_report(global: &Global, report: &BackupReport) -> Result<()> {
     if let Some(parent) = &report.parent {
         println!("parent:  {}", parent.short());
     }
-    println!("files:   {} new, {} changed, {} unchanged", s.files_new, s.files_changed, s.files_unchanged);
+    println!(
+        "files:   {} new, {} changed, {} unchanged",
+        s.files_new, s.files_changed, s.files_unchanged
+    );
     println!("dirs:    {}", s.dirs);
     println!("read:    {}", output::bytes(s.bytes_read));
-    println!("added:   {} stored in {} new blobs", output::bytes(s.bytes_added), s.blobs_added);
+    println!(
+        "added:   {} stored in {} new blobs",
+        output::bytes(s.bytes_added),
+        s.blobs_added
+    );
     println!("took:    {:.2}s", s.duration_ms as f64 / 1000.0);
     if !report.problems.is_empty() {
-        println!("{} path(s) could not be backed up (see warnings above)", report.problems.len());
+        println!(
+            "{} path(s) could not be backed up (see warnings above)",
+            report.problems.len()
+        );
     }
     Ok(())
 }

@@ -20,7 +20,12 @@ pub struct InitArgs {
     #[arg(long, value_name = "N", default_value_t = KdfParams::DEFAULT.parallelism)]
     kdf_parallelism: u32,
     /// zstd compression level (1-22; negative levels are faster)
-    #[arg(long, value_name = "LEVEL", default_value_t = 3, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        default_value_t = 3,
+        allow_negative_numbers = true
+    )]
     compression: i32,
     /// Target pack size in MiB
     #[arg(long, value_name = "MIB", default_value_t = 16)]
@@ -30,13 +35,19 @@ pub struct InitArgs {
 pub fn run(global: &Global, args: &InitArgs) -> Result<i32> {
     let storage = global.storage()?;
     let options = InitOptions {
-        kdf: KdfParams { memory_kib: args.kdf_memory, iterations: args.kdf_iterations, parallelism: args.kdf_parallelism },
+        kdf: KdfParams {
+            memory_kib: args.kdf_memory,
+            iterations: args.kdf_iterations,
+            parallelism: args.kdf_parallelism,
+        },
         pack_size: args.pack_size.saturating_mul(1 << 20),
         compression_level: args.compression,
         ..InitOptions::default()
     };
     if global.repo_path()?.join("config").exists() {
-        return Err(arca::Error::RepositoryExists(global.repo_path()?.display().to_string()).into());
+        return Err(
+            arca::Error::RepositoryExists(global.repo_path()?.display().to_string()).into(),
+        );
     }
     let password = password::get(global, true)?;
     let repo = Repository::init(storage, password.as_bytes(), &options, &global.cache_dir)?;
@@ -48,7 +59,11 @@ pub fn run(global: &Global, args: &InitArgs) -> Result<i32> {
             "config": repo.config(),
         }))?;
     } else if !global.quiet {
-        println!("created repository {} at {}", &hex::encode(repo.config().repo_id)[..8], repo.location());
+        println!(
+            "created repository {} at {}",
+            &hex::encode(repo.config().repo_id)[..8],
+            repo.location()
+        );
         println!("keep the password safe: without it nothing in the repository can be read");
     }
     Ok(EXIT_OK)

@@ -28,29 +28,48 @@ pub fn run(global: &Global, args: &LsArgs) -> Result<i32> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut write_error = None;
-    ls::list(&repo, &snapshot.tree, args.path.as_deref().unwrap_or(""), &mut |entry| {
-        let result = if global.json {
-            serde_json::to_writer(&mut out, &entry).map_err(std::io::Error::from).and_then(|()| writeln!(out))
-        } else if args.long {
-            let target = entry.target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
-            writeln!(
-                out,
-                "{} {:>8} {:>8} {:>12} {} {}{}",
-                entry.permissions,
-                if entry.user.is_empty() { entry.uid.to_string() } else { entry.user.clone() },
-                if entry.group.is_empty() { entry.gid.to_string() } else { entry.group.clone() },
-                entry.size,
-                output::time(entry.mtime),
-                entry.path,
-                target
-            )
-        } else {
-            writeln!(out, "{}", entry.path)
-        };
-        if let Err(e) = result {
-            write_error.get_or_insert(e);
-        }
-    })?;
+    ls::list(
+        &repo,
+        &snapshot.tree,
+        args.path.as_deref().unwrap_or(""),
+        &mut |entry| {
+            let result = if global.json {
+                serde_json::to_writer(&mut out, &entry)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out))
+            } else if args.long {
+                let target = entry
+                    .target
+                    .as_deref()
+                    .map(|t| format!(" -> {t}"))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{} {:>8} {:>8} {:>12} {} {}{}",
+                    entry.permissions,
+                    if entry.user.is_empty() {
+                        entry.uid.to_string()
+                    } else {
+                        entry.user.clone()
+                    },
+                    if entry.group.is_empty() {
+                        entry.gid.to_string()
+                    } else {
+                        entry.group.clone()
+                    },
+                    entry.size,
+                    output::time(entry.mtime),
+                    entry.path,
+                    target
+                )
+            } else {
+                writeln!(out, "{}", entry.path)
+            };
+            if let Err(e) = result {
+                write_error.get_or_insert(e);
+            }
+        },
+    )?;
     out.flush()?;
     if let Some(e) = write_error {
         return Err(e.into());

@@ -27,10 +27,20 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_PROBLEMS: i32 = 3;
 
 #[derive(Parser, Debug)]
-#[command(name = "arca", version, about = "Deduplicating, encrypted backups of files, directories and databases")]
+#[command(
+    name = "arca",
+    version,
+    about = "Deduplicating, encrypted backups of files, directories and databases"
+)]
 pub struct Cli {
     /// Repository location (a directory)
-    #[arg(short = 'r', long = "repo", env = "ARCA_REPOSITORY", global = true, value_name = "REPO")]
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "ARCA_REPOSITORY",
+        global = true,
+        value_name = "REPO"
+    )]
     repo: Option<PathBuf>,
 
     /// Read the password from this file
@@ -38,7 +48,12 @@ pub struct Cli {
     password_file: Option<PathBuf>,
 
     /// Run this shell command and use its output as the password
-    #[arg(long, env = "ARCA_PASSWORD_COMMAND", global = true, value_name = "COMMAND")]
+    #[arg(
+        long,
+        env = "ARCA_PASSWORD_COMMAND",
+        global = true,
+        value_name = "COMMAND"
+    )]
     password_command: Option<String>,
 
     /// Local cache folder (default: $XDG_CACHE_HOME/arca)
@@ -91,7 +106,11 @@ pub struct FilterArgs {
 
 impl FilterArgs {
     fn filter(&self) -> SnapshotFilter {
-        SnapshotFilter { hosts: self.hosts.clone(), paths: self.paths.clone(), tags: self.tags.clone() }
+        SnapshotFilter {
+            hosts: self.hosts.clone(),
+            paths: self.paths.clone(),
+            tags: self.tags.clone(),
+        }
     }
 }
 
@@ -124,7 +143,11 @@ impl Global {
             return Err(arca::Error::NoRepository(self.repo_path()?.display().to_string()).into());
         }
         let password = password::get(self, false)?;
-        Ok(Repository::open(storage, password.as_bytes(), &self.cache_dir)?)
+        Ok(Repository::open(
+            storage,
+            password.as_bytes(),
+            &self.cache_dir,
+        )?)
     }
 
     /// Whether to show live progress: on a terminal, unless asked for quiet or JSON.
@@ -141,7 +164,9 @@ pub fn main() -> i32 {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => EXIT_OK,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    EXIT_OK
+                }
                 _ => EXIT_USAGE,
             };
         }
@@ -167,7 +192,11 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("arca: error: {}", output::error_chain(&e));
-            if e.downcast_ref::<UsageError>().is_some() { EXIT_USAGE } else { EXIT_ERROR }
+            if e.downcast_ref::<UsageError>().is_some() {
+                EXIT_USAGE
+            } else {
+                EXIT_ERROR
+            }
         }
     }
 }

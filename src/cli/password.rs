@@ -20,7 +20,8 @@ fn strip_newline(mut s: String) -> String {
 /// a prompt on the terminal. `confirm` asks twice (for a new repository).
 pub fn get(global: &Global, confirm: bool) -> Result<String> {
     if let Some(file) = &global.password_file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading password file {}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading password file {}", file.display()))?;
         return Ok(strip_newline(text));
     }
     if let Some(command) = &global.password_command {
@@ -33,13 +34,16 @@ pub fn get(global: &Global, confirm: bool) -> Result<String> {
         if !out.status.success() {
             bail!("password command {command:?} failed ({})", out.status);
         }
-        return Ok(strip_newline(String::from_utf8(out.stdout).context("password command printed non-UTF-8")?));
+        return Ok(strip_newline(
+            String::from_utf8(out.stdout).context("password command printed non-UTF-8")?,
+        ));
     }
     if let Ok(pw) = std::env::var("ARCA_PASSWORD") {
         return Ok(pw);
     }
     if std::io::stdin().is_terminal() {
-        let pw = rpassword::prompt_password("repository password: ").context("reading the password")?;
+        let pw =
+            rpassword::prompt_password("repository password: ").context("reading the password")?;
         if confirm {
             let again = rpassword::prompt_password("again: ").context("reading the password")?;
             if pw != again {
@@ -51,5 +55,7 @@ pub fn get(global: &Global, confirm: bool) -> Result<String> {
         }
         return Ok(pw);
     }
-    bail!("no password given: set ARCA_PASSWORD, ARCA_PASSWORD_FILE or ARCA_PASSWORD_COMMAND (or run on a terminal to be asked)")
+    bail!(
+        "no password given: set ARCA_PASSWORD, ARCA_PASSWORD_FILE or ARCA_PASSWORD_COMMAND (or run on a terminal to be asked)"
+    )
 }

@@ -58,8 +58,15 @@ pub fn run(global: &Global, args: &RestoreArgs) -> Result<i32> {
             output::bytes(report.bytes)
         );
         if !report.problems.is_empty() {
-            println!("{} entries could not be restored (see warnings above)", report.problems.len());
+            println!(
+                "{} entries could not be restored (see warnings above)",
+                report.problems.len()
+            );
         }
     }
-    Ok(if report.problems.is_empty() { EXIT_OK } else { EXIT_PROBLEMS })
+    Ok(if report.problems.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_PROBLEMS
+    })
 }

@@ -26,13 +26,26 @@ struct Listed<'a> {
 pub fn run(global: &Global, args: &SnapshotsArgs) -> Result<i32> {
     let repo = global.open()?;
     let filter = args.filter.filter();
-    let snapshots: Vec<_> = repo.list_snapshots()?.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    let snapshots: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
     if global.json {
-        let listed: Vec<Listed<'_>> =
-            snapshots.iter().map(|(id, s)| Listed { id: *id, short_id: id.short(), snapshot: s }).collect();
+        let listed: Vec<Listed<'_>> = snapshots
+            .iter()
+            .map(|(id, s)| Listed {
+                id: *id,
+                short_id: id.short(),
+                snapshot: s,
+            })
+            .collect();
         return output::json(&listed).map(|()| EXIT_OK);
     }
-    println!("{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  paths", "id", "time", "host", "tags", "added");
+    println!(
+        "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  paths",
+        "id", "time", "host", "tags", "added"
+    );
     for (id, s) in &snapshots {
         println!(
             "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",

@@ -19,7 +19,11 @@ pub struct VerifyArgs {
 
 pub fn run(global: &Global, args: &VerifyArgs) -> Result<i32> {
     let read_data = match (&args.read_data, &args.read_data_subset) {
-        (true, Some(_)) => return Err(UsageError("--read-data and --read-data-subset exclude each other".into()).into()),
+        (true, Some(_)) => {
+            return Err(
+                UsageError("--read-data and --read-data-subset exclude each other".into()).into(),
+            );
+        }
         (true, None) => ReadData::All,
         (false, Some(s)) => ReadData::parse_subset(s).map_err(|e| UsageError(e.to_string()))?,
         (false, None) => ReadData::None,
@@ -42,16 +46,34 @@ pub fn run(global: &Global, args: &VerifyArgs) -> Result<i32> {
         }
         if !global.quiet {
             if !report.unreferenced_packs.is_empty() {
-                println!("{} pack(s) are not in any index (left by an interrupted backup; harmless)", report.unreferenced_packs.len());
+                // Harmless leftovers of an interrupted backup, unless an index segment that
+                // listed them is damaged or gone: then they may hold what the damage lost.
+                let why = if report.is_clean() {
+                    "left by an interrupted backup; harmless"
+                } else {
+                    "left by an interrupted backup, or listed by a damaged or missing index segment"
+                };
+                println!(
+                    "{} pack(s) are not in any index ({why})",
+                    report.unreferenced_packs.len()
+                );
             }
             let read = if read_data == ReadData::None {
                 String::new()
             } else {
-                format!(", {} packs read back ({})", report.packs_read, output::bytes(report.bytes_read))
+                format!(
+                    ", {} packs read back ({})",
+                    report.packs_read,
+                    output::bytes(report.bytes_read)
+                )
             };
             println!(
                 "{}: {} snapshots, {} trees, {} data blobs, {} packs{}",
-                if report.is_clean() { "no damage found" } else { "DAMAGE FOUND" },
+                if report.is_clean() {
+                    "no damage found"
+                } else {
+                    "DAMAGE FOUND"
+                },
                 report.snapshots,
                 report.trees,
                 report.data_blobs,
@@ -60,5 +82,9 @@ pub fn run(global: &Global, args: &VerifyArgs) -> Result<i32> {
             );
         }
     }
-    Ok(if report.is_clean() { EXIT_OK } else { EXIT_PROBLEMS })
+    Ok(if report.is_clean() {
+        EXIT_OK
+    } else {
+        EXIT_PROBLEMS
+    })
 }

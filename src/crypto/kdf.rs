@@ -18,9 +18,17 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// The default for new keys: 64 MiB, 3 passes, 1 lane (about 0.2 s on a current core).
-    pub const DEFAULT: KdfParams = KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 };
+    pub const DEFAULT: KdfParams = KdfParams {
+        memory_kib: 64 * 1024,
+        iterations: 3,
+        parallelism: 1,
+    };
     /// The cheapest parameters accepted; for tests only.
-    pub const MINIMAL: KdfParams = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
+    pub const MINIMAL: KdfParams = KdfParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    };
 
     /// Largest accepted memory cost (4 GiB): a hostile key file must not exhaust memory.
     pub const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
@@ -53,11 +61,24 @@ impl KdfParams {
 }
 
 /// Derives the key that wraps the master key in a key file.
-pub fn derive_wrapping_key(password: &[u8], salt: &[u8], params: &KdfParams) -> Result<[u8; KEY_LEN]> {
+pub fn derive_wrapping_key(
+    password: &[u8],
+    salt: &[u8],
+    params: &KdfParams,
+) -> Result<[u8; KEY_LEN]> {
     params.check()?;
-    let argon_params = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(KEY_LEN))
-        .map_err(|e| Error::invalid(format!("argon2id parameters rejected: {e}")))?;
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
+    let argon_params = argon2::Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        Some(KEY_LEN),
+    )
+    .map_err(|e| Error::invalid(format!("argon2id parameters rejected: {e}")))?;
+    let argon = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon_params,
+    );
     let mut out = [0u8; KEY_LEN];
     argon
         .hash_password_into(password, salt, &mut out)
@@ -73,17 +94,40 @@ mod tests {
     #[test]
     fn kdf_golden_vector() {
         let key = derive_wrapping_key(b"correct horse", &[9u8; 32], &KdfParams::MINIMAL).unwrap();
-        assert_eq!(hex::encode(key), "d4074c332a7df601cc035c634566a232e944f64cc58bb435d1fbb36a3598dcda");
+        assert_eq!(
+            hex::encode(key),
+            "d4074c332a7df601cc035c634566a232e944f64cc58bb435d1fbb36a3598dcda"
+        );
     }
 
     #[test]
     fn out_of_bounds_parameters_are_refused_before_running() {
         for bad in [
-            KdfParams { memory_kib: u32::MAX, iterations: 1, parallelism: 1 },
-            KdfParams { memory_kib: 64, iterations: 0, parallelism: 1 },
-            KdfParams { memory_kib: 64, iterations: 1_000_000, parallelism: 1 },
-            KdfParams { memory_kib: 64, iterations: 1, parallelism: 0 },
-            KdfParams { memory_kib: 4, iterations: 1, parallelism: 1 },
+            KdfParams {
+                memory_kib: u32::MAX,
+                iterations: 1,
+                parallelism: 1,
+            },
+            KdfParams {
+                memory_kib: 64,
+                iterations: 0,
+                parallelism: 1,
+            },
+            KdfParams {
+                memory_kib: 64,
+                iterations: 1_000_000,
+                parallelism: 1,
+            },
+            KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 0,
+            },
+            KdfParams {
+                memory_kib: 4,
+                iterations: 1,
+                parallelism: 1,
+            },
         ] {
             let err = derive_wrapping_key(b"pw", &[0; 32], &bad).unwrap_err();
             assert!(err.to_string().contains("out of bounds"), "{err}");

@@ -92,7 +92,10 @@ mod tests {
             "7d7a832d293481b2b3177a6e5c304f355cefe84f6568b6321cab2e4fad8f2791"
         );
         assert_eq!(keys.chunker_seed(), 10560287930875444341);
-        assert_eq!(keys.blob_id(b"hello arca").to_hex(), "d7f066a032eec8135a7477627b54a69c3c3c46882b2e574a7917afb0ba68c405");
+        assert_eq!(
+            keys.blob_id(b"hello arca").to_hex(),
+            "d7f066a032eec8135a7477627b54a69c3c3c46882b2e574a7917afb0ba68c405"
+        );
     }
 
     #[test]

@@ -71,7 +71,12 @@ pub fn open(key: &[u8; KEY_LEN], ad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
     let mut plaintext = ciphertext.to_vec();
     let cipher = XChaCha20Poly1305::new(key.into());
     cipher
-        .decrypt_in_place_detached(XNonce::from_slice(nonce), ad, &mut plaintext, Tag::from_slice(tag))
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            ad,
+            &mut plaintext,
+            Tag::from_slice(tag),
+        )
         .ok()?;
     Some(plaintext)
 }
@@ -94,7 +99,10 @@ mod tests {
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
-            assert!(open(&key, &ad, &bad).is_none(), "flip at byte {i} went unnoticed");
+            assert!(
+                open(&key, &ad, &bad).is_none(),
+                "flip at byte {i} went unnoticed"
+            );
         }
         assert!(open(&key, &ad, &sealed[..10]).is_none());
     }
@@ -104,14 +112,19 @@ mod tests {
     fn sealing_golden_vector() {
         let key = [0x11u8; 32];
         let ad = associated_data(ObjectKind::Snapshot, None);
-        assert_eq!(hex::encode(&ad), "6172636101" .to_owned() + "07");
+        assert_eq!(hex::encode(&ad), "6172636101".to_owned() + "07");
         let mut buf = vec![0u8; NONCE_LEN];
         buf.extend_from_slice(b"arca");
         let cipher = XChaCha20Poly1305::new((&key).into());
-        let tag = cipher.encrypt_in_place_detached(XNonce::from_slice(&[0x22; 24]), &ad, &mut buf[NONCE_LEN..]).unwrap();
+        let tag = cipher
+            .encrypt_in_place_detached(XNonce::from_slice(&[0x22; 24]), &ad, &mut buf[NONCE_LEN..])
+            .unwrap();
         buf.extend_from_slice(&tag);
         buf[..NONCE_LEN].copy_from_slice(&[0x22; 24]);
-        assert_eq!(hex::encode(&buf[NONCE_LEN..]), "e215846d182ab0fd468c63656f47d02019234c5f");
+        assert_eq!(
+            hex::encode(&buf[NONCE_LEN..]),
+            "e215846d182ab0fd468c63656f47d02019234c5f"
+        );
         assert_eq!(open(&key, &ad, &buf).unwrap(), b"arca");
     }
 

@@ -42,7 +42,11 @@ impl RepoConfig {
         let mut r = Reader::new(body);
         let config = RepoConfig {
             repo_id: r.id()?,
-            chunker: ChunkerParams { min_size: r.u32()?, avg_size: r.u32()?, max_size: r.u32()? },
+            chunker: ChunkerParams {
+                min_size: r.u32()?,
+                avg_size: r.u32()?,
+                max_size: r.u32()?,
+            },
             pack_size: r.u32()?,
             compression_level: r.u32()? as i32,
             created: r.i64()?,
@@ -53,7 +57,10 @@ impl RepoConfig {
             return Err(format!("pack size {} is out of range", config.pack_size));
         }
         if !(-7..=22).contains(&config.compression_level) {
-            return Err(format!("compression level {} is out of range", config.compression_level));
+            return Err(format!(
+                "compression level {} is out of range",
+                config.compression_level
+            ));
         }
         Ok(config)
     }

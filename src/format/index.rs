@@ -69,14 +69,23 @@ mod tests {
             packs: vec![IndexedPack {
                 id: PackId([3; 32]),
                 size: 1000,
-                blobs: vec![PackEntry { kind: BlobKind::Data, id: BlobId([4; 32]), offset: 0, length: 900, raw_length: 2000 }],
+                blobs: vec![PackEntry {
+                    kind: BlobKind::Data,
+                    id: BlobId([4; 32]),
+                    offset: 0,
+                    length: 900,
+                    raw_length: 2000,
+                }],
             }],
             supersedes: vec![IndexId([5; 32])],
         };
         let body = seg.encode_body();
         assert_eq!(IndexSegment::decode_body(&body).unwrap(), seg);
         for cut in 0..body.len() {
-            assert!(IndexSegment::decode_body(&body[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                IndexSegment::decode_body(&body[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 }

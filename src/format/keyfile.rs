@@ -47,17 +47,31 @@ impl KeyFile {
     /// Decodes the bytes after the file header (which the caller has checked).
     pub fn decode_body(body: &[u8]) -> DecodeResult<KeyFile> {
         let mut r = Reader::new(body);
-        let kdf = KdfParams { memory_kib: r.u32()?, iterations: r.u32()?, parallelism: r.u32()? };
+        let kdf = KdfParams {
+            memory_kib: r.u32()?,
+            iterations: r.u32()?,
+            parallelism: r.u32()?,
+        };
         let salt = r.take(SALT_LEN)?.try_into().map_err(|_| "salt")?;
         let created = r.i64()?;
         let host = r.string(1024, "host name")?;
         let user = r.string(1024, "user name")?;
         let sealed_master = r.bytes(SEALED_MASTER_LEN, "sealed master key")?.to_vec();
         if sealed_master.len() != SEALED_MASTER_LEN {
-            return Err(format!("sealed master key is {} bytes, expected {SEALED_MASTER_LEN}", sealed_master.len()));
+            return Err(format!(
+                "sealed master key is {} bytes, expected {SEALED_MASTER_LEN}",
+                sealed_master.len()
+            ));
         }
         r.finish()?;
-        Ok(KeyFile { kdf, salt, created, host, user, sealed_master })
+        Ok(KeyFile {
+            kdf,
+            salt,
+            created,
+            host,
+            user,
+            sealed_master,
+        })
     }
 }
 

@@ -55,10 +55,15 @@ pub enum HeaderError {
 /// Checks a file header and returns the bytes after it.
 pub fn check_file_header(bytes: &[u8], kind: FileKind) -> Result<&[u8], HeaderError> {
     if bytes.len() < FILE_HEADER_LEN || &bytes[..4] != MAGIC {
-        return Err(HeaderError::Malformed("not an arca file (bad magic)".into()));
+        return Err(HeaderError::Malformed(
+            "not an arca file (bad magic)".into(),
+        ));
     }
     if bytes[4] != kind as u8 {
-        return Err(HeaderError::Malformed(format!("file kind {} where {} was expected", bytes[4], kind as u8)));
+        return Err(HeaderError::Malformed(format!(
+            "file kind {} where {} was expected",
+            bytes[4], kind as u8
+        )));
     }
     if bytes[5] as u32 != FORMAT_VERSION {
         return Err(HeaderError::Version(bytes[5] as u32));
@@ -103,7 +108,9 @@ pub fn decode_payload(mut payload: Vec<u8>) -> DecodeResult<Vec<u8>> {
             let mut r = Reader::new(&payload[1..]);
             let raw_len = r.u32()? as usize;
             if raw_len > MAX_PAYLOAD_LEN {
-                return Err(format!("claims {raw_len} bytes uncompressed, more than the limit of {MAX_PAYLOAD_LEN}"));
+                return Err(format!(
+                    "claims {raw_len} bytes uncompressed, more than the limit of {MAX_PAYLOAD_LEN}"
+                ));
             }
             compress::decompress(&payload[5..], raw_len).map_err(|e| e.to_string())
         }
@@ -126,7 +133,11 @@ mod tests {
         assert_eq!(enc, b"\0tiny");
         assert_eq!(decode_payload(enc).unwrap(), b"tiny");
         assert!(decode_payload(vec![7, 1, 2]).is_err());
-        assert!(decode_payload(vec![1, 0xff, 0xff, 0xff, 0xff, 0]).unwrap_err().contains("limit"));
+        assert!(
+            decode_payload(vec![1, 0xff, 0xff, 0xff, 0xff, 0])
+                .unwrap_err()
+                .contains("limit")
+        );
     }
 
     #[test]
@@ -134,9 +145,15 @@ mod tests {
         let mut file = file_header(FileKind::Snapshot).to_vec();
         file.push(9);
         assert_eq!(check_file_header(&file, FileKind::Snapshot).unwrap(), &[9]);
-        assert!(matches!(check_file_header(&file, FileKind::Index), Err(HeaderError::Malformed(_))));
+        assert!(matches!(
+            check_file_header(&file, FileKind::Index),
+            Err(HeaderError::Malformed(_))
+        ));
         file[5] = 2;
-        assert_eq!(check_file_header(&file, FileKind::Snapshot), Err(HeaderError::Version(2)));
+        assert_eq!(
+            check_file_header(&file, FileKind::Snapshot),
+            Err(HeaderError::Version(2))
+        );
         assert!(check_file_header(b"ARC", FileKind::Snapshot).is_err());
     }
 }

@@ -65,13 +65,27 @@ pub fn decode_entries(r: &mut Reader<'_>, data_len: u64) -> DecodeResult<Vec<Pac
     for _ in 0..n {
         let kind = r.u8()?;
         let kind = BlobKind::from_u8(kind).ok_or_else(|| format!("unknown blob kind {kind}"))?;
-        let entry = PackEntry { kind, id: BlobId(r.id()?), offset: r.u64()?, length: r.u32()?, raw_length: r.u32()? };
+        let entry = PackEntry {
+            kind,
+            id: BlobId(r.id()?),
+            offset: r.u64()?,
+            length: r.u32()?,
+            raw_length: r.u32()?,
+        };
         let end = entry.offset.checked_add(entry.length as u64);
         if end.is_none_or(|end| end > data_len) {
-            return Err(format!("blob {} at {}+{} lies outside the pack's {data_len} data bytes", entry.id, entry.offset, entry.length));
+            return Err(format!(
+                "blob {} at {}+{} lies outside the pack's {data_len} data bytes",
+                entry.id, entry.offset, entry.length
+            ));
         }
-        if (entry.length as usize) < SEAL_OVERHEAD + 1 || entry.raw_length as usize > MAX_PAYLOAD_LEN {
-            return Err(format!("blob {} has impossible lengths {}/{}", entry.id, entry.length, entry.raw_length));
+        if (entry.length as usize) < SEAL_OVERHEAD + 1
+            || entry.raw_length as usize > MAX_PAYLOAD_LEN
+        {
+            return Err(format!(
+                "blob {} has impossible lengths {}/{}",
+                entry.id, entry.length, entry.raw_length
+            ));
         }
         entries.push(entry);
     }
@@ -95,8 +109,13 @@ pub fn decode_trailer(trailer: &[u8], pack_len: u64) -> DecodeResult<u32> {
         return Err(format!("pack format version {} is unknown", trailer[7]));
     }
     let len = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-    if len as usize > MAX_HEADER_LEN || len as u64 + TRAILER_LEN as u64 > pack_len || (len as usize) < SEAL_OVERHEAD {
-        return Err(format!("header length {len} does not fit a pack of {pack_len} bytes"));
+    if len as usize > MAX_HEADER_LEN
+        || len as u64 + TRAILER_LEN as u64 > pack_len
+        || (len as usize) <= SEAL_OVERHEAD
+    {
+        return Err(format!(
+            "header length {len} does not fit a pack of {pack_len} bytes"
+        ));
     }
     Ok(len)
 }
@@ -108,13 +127,32 @@ mod tests {
     #[test]
     fn entries_round_trip_and_stay_inside_the_pack() {
         let entries = vec![
-            PackEntry { kind: BlobKind::Data, id: BlobId([1; 32]), offset: 0, length: 100, raw_length: 70 },
-            PackEntry { kind: BlobKind::Tree, id: BlobId([2; 32]), offset: 100, length: 50, raw_length: 200 },
+            PackEntry {
+                kind: BlobKind::Data,
+                id: BlobId([1; 32]),
+                offset: 0,
+                length: 100,
+                raw_length: 70,
+            },
+            PackEntry {
+                kind: BlobKind::Tree,
+                id: BlobId([2; 32]),
+                offset: 100,
+                length: 50,
+                raw_length: 200,
+            },
         ];
         let mut w = Writer::new();
         encode_entries(&entries, &mut w);
-        assert_eq!(decode_entries(&mut Reader::new(&w.buf), 150).unwrap(), entries);
-        assert!(decode_entries(&mut Reader::new(&w.buf), 149).unwrap_err().contains("outside"));
+        assert_eq!(
+            decode_entries(&mut Reader::new(&w.buf), 150).unwrap(),
+            entries
+        );
+        assert!(
+            decode_entries(&mut Reader::new(&w.buf), 149)
+                .unwrap_err()
+                .contains("outside")
+        );
     }
 
     #[test]

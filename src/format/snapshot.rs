@@ -81,7 +81,13 @@ impl Snapshot {
 
     pub fn decode_body(body: &[u8]) -> DecodeResult<Snapshot> {
         let mut r = Reader::new(body);
-        let time = Timestamp { secs: r.i64()?, nanos: r.u32()? };
+        let time = Timestamp {
+            secs: r.i64()?,
+            nanos: r.u32()?,
+        };
+        if time.nanos >= 1_000_000_000 {
+            return Err(format!("time nanoseconds {} out of range", time.nanos));
+        }
         let host = r.string(MAX_STRING, "host")?;
         let user = r.string(MAX_STRING, "user")?;
         let n = r.count(4, "path")?;
@@ -113,7 +119,17 @@ impl Snapshot {
             duration_ms: r.u64()?,
         };
         r.finish()?;
-        Ok(Snapshot { time, host, user, paths, tags, parent, tree, program_version, summary })
+        Ok(Snapshot {
+            time,
+            host,
+            user,
+            paths,
+            tags,
+            parent,
+            tree,
+            program_version,
+            summary,
+        })
     }
 }
 

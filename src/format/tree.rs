@@ -106,7 +106,10 @@ fn put_time(w: &mut Writer, t: Timestamp) {
 }
 
 fn get_time(r: &mut Reader<'_>) -> DecodeResult<Timestamp> {
-    let t = Timestamp { secs: r.i64()?, nanos: r.u32()? };
+    let t = Timestamp {
+        secs: r.i64()?,
+        nanos: r.u32()?,
+    };
     if t.nanos >= 1_000_000_000 {
         return Err(format!("timestamp nanoseconds {} out of range", t.nanos));
     }
@@ -120,7 +123,10 @@ impl Tree {
     }
 
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
-        self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])
+        self.nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
     }
 
     pub fn encode_body(&self) -> Vec<u8> {
@@ -173,15 +179,22 @@ impl Tree {
         for _ in 0..count {
             let name = r.bytes(MAX_NAME_LEN, "entry name")?.to_vec();
             if !is_safe_name(&name) {
-                return Err(format!("entry name {:?} is not allowed", String::from_utf8_lossy(&name)));
+                return Err(format!(
+                    "entry name {:?} is not allowed",
+                    String::from_utf8_lossy(&name)
+                ));
             }
             if let Some(prev) = nodes.last()
                 && prev.name >= name
             {
-                return Err(format!("entry {:?} is out of order or repeated", String::from_utf8_lossy(&name)));
+                return Err(format!(
+                    "entry {:?} is out of order or repeated",
+                    String::from_utf8_lossy(&name)
+                ));
             }
             let kind = r.u8()?;
-            let kind = NodeKind::from_u8(kind).ok_or_else(|| format!("unknown entry kind {kind}"))?;
+            let kind =
+                NodeKind::from_u8(kind).ok_or_else(|| format!("unknown entry kind {kind}"))?;
             let mut node = Node {
                 name,
                 kind,
@@ -219,10 +232,16 @@ impl Tree {
                 other => return Err(format!("bad subtree marker {other}")),
             };
             if kind == NodeKind::Dir && node.subtree.is_none() {
-                return Err(format!("directory {:?} has no subtree", String::from_utf8_lossy(&node.name)));
+                return Err(format!(
+                    "directory {:?} has no subtree",
+                    String::from_utf8_lossy(&node.name)
+                ));
             }
             if kind != NodeKind::Dir && node.subtree.is_some() {
-                return Err(format!("non-directory {:?} has a subtree", String::from_utf8_lossy(&node.name)));
+                return Err(format!(
+                    "non-directory {:?} has a subtree",
+                    String::from_utf8_lossy(&node.name)
+                ));
             }
             nodes.push(node);
         }
@@ -253,19 +272,31 @@ mod tests {
     #[test]
     fn hostile_names_are_refused() {
         for bad in ["", ".", "..", "a/b", "/abs", "nul\0"] {
-            let tree = Tree { nodes: vec![file(bad)] };
+            let tree = Tree {
+                nodes: vec![file(bad)],
+            };
             let err = Tree::decode_body(&tree.encode_body()).unwrap_err();
             assert!(err.contains("not allowed"), "{bad:?}: {err}");
         }
-        let dup = Tree { nodes: vec![file("a"), file("a")] };
-        assert!(Tree::decode_body(&dup.encode_body()).unwrap_err().contains("repeated"));
-        let unsorted = Tree { nodes: vec![file("b"), file("a")] };
+        let dup = Tree {
+            nodes: vec![file("a"), file("a")],
+        };
+        assert!(
+            Tree::decode_body(&dup.encode_body())
+                .unwrap_err()
+                .contains("repeated")
+        );
+        let unsorted = Tree {
+            nodes: vec![file("b"), file("a")],
+        };
         assert!(Tree::decode_body(&unsorted.encode_body()).is_err());
     }
 
     #[test]
     fn truncations_never_decode() {
-        let tree = Tree { nodes: vec![file("a"), file("b")] };
+        let tree = Tree {
+            nodes: vec![file("a"), file("b")],
+        };
         let body = tree.encode_body();
         for cut in 0..body.len() {
             assert!(Tree::decode_body(&body[..cut]).is_err());

@@ -105,7 +105,9 @@ impl<'a> Reader<'a> {
     pub fn bytes(&mut self, max: usize, what: &str) -> DecodeResult<&'a [u8]> {
         let len = self.u32()? as usize;
         if len > max {
-            return Err(format!("{what} is {len} bytes long, more than the limit of {max}"));
+            return Err(format!(
+                "{what} is {len} bytes long, more than the limit of {max}"
+            ));
         }
         self.take(len)
     }
@@ -120,14 +122,20 @@ impl<'a> Reader<'a> {
     pub fn count(&mut self, min_item_len: usize, what: &str) -> DecodeResult<usize> {
         let n = self.u32()? as usize;
         if n.saturating_mul(min_item_len.max(1)) > self.remaining() {
-            return Err(format!("{what} count {n} exceeds the {} bytes that remain", self.remaining()));
+            return Err(format!(
+                "{what} count {n} exceeds the {} bytes that remain",
+                self.remaining()
+            ));
         }
         Ok(n)
     }
 
     pub fn finish(&self) -> DecodeResult<()> {
         if self.remaining() != 0 {
-            return Err(format!("{} unexpected bytes after the end", self.remaining()));
+            return Err(format!(
+                "{} unexpected bytes after the end",
+                self.remaining()
+            ));
         }
         Ok(())
     }
@@ -146,7 +154,12 @@ mod tests {
         let mut w = Writer::new();
         w.u32(100);
         w.raw(&[0; 100]);
-        assert!(Reader::new(&w.buf).bytes(99, "field").unwrap_err().contains("limit"));
+        assert!(
+            Reader::new(&w.buf)
+                .bytes(99, "field")
+                .unwrap_err()
+                .contains("limit")
+        );
     }
 
     #[test]

@@ -17,13 +17,21 @@ const WINDOW: usize = 8;
 pub fn dump(repo: &Repository, root: &BlobId, path: &str, out: &mut dyn Write) -> Result<u64> {
     let node = match tree_walk::resolve(repo, root, path)? {
         Target::Entry(node) if node.kind == NodeKind::File => node,
-        _ => return Err(Error::invalid(format!("{path:?} in the snapshot is not a regular file"))),
+        _ => {
+            return Err(Error::invalid(format!(
+                "{path:?} in the snapshot is not a regular file"
+            )));
+        }
     };
     let mut written = 0u64;
     for window in node.content.chunks(WINDOW) {
-        let blobs: Vec<Vec<u8>> = window.par_iter().map(|id| repo.load_blob(id)).collect::<Result<_>>()?;
+        let blobs: Vec<Vec<u8>> = window
+            .par_iter()
+            .map(|id| repo.load_blob(id))
+            .collect::<Result<_>>()?;
         for blob in blobs {
-            out.write_all(&blob).map_err(|e| Error::io("standard output", e))?;
+            out.write_all(&blob)
+                .map_err(|e| Error::io("standard output", e))?;
             written += blob.len() as u64;
         }
     }

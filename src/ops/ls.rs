@@ -39,17 +39,26 @@ impl Entry {
             group: String::from_utf8_lossy(&node.group).into_owned(),
             size: node.size,
             mtime: node.mtime,
-            target: (node.kind == NodeKind::Symlink).then(|| String::from_utf8_lossy(&node.target).into_owned()),
+            target: (node.kind == NodeKind::Symlink)
+                .then(|| String::from_utf8_lossy(&node.target).into_owned()),
         }
     }
 }
 
 /// Calls `f` with every entry at and below `path` in the tree `root`.
-pub fn list(repo: &Repository, root: &crate::id::BlobId, path: &str, f: &mut dyn FnMut(Entry)) -> Result<()> {
-    let base: PathBuf = tree_walk::split_path(path).iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
+pub fn list(
+    repo: &Repository,
+    root: &crate::id::BlobId,
+    path: &str,
+    f: &mut dyn FnMut(Entry),
+) -> Result<()> {
+    let base: PathBuf = tree_walk::split_path(path)
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
     let target = tree_walk::resolve(repo, root, path)?;
     if let Target::Entry(node) = &target {
-        f(Entry::new(&base, node));
+        f(Entry::new(&base, node.as_ref()));
     }
     if let Some(sub) = target.subtree() {
         tree_walk::walk(repo, &sub, &base, &mut |p, node| {

@@ -15,8 +15,8 @@ use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -85,11 +85,18 @@ struct Plan {
 }
 
 fn path_of(target: &Path, rel: &Path) -> PathBuf {
-    if rel.as_os_str().is_empty() { target.to_path_buf() } else { target.join(rel) }
+    if rel.as_os_str().is_empty() {
+        target.to_path_buf()
+    } else {
+        target.join(rel)
+    }
 }
 
 fn temp_name(final_path: &Path, n: usize) -> PathBuf {
-    let name = final_path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+    let name = final_path
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .unwrap_or_default();
     // Keep temp names short enough for NAME_MAX whatever the final name's length.
     let short = &name[..name.len().min(100)];
     let mut tmp = b".arca-restore-".to_vec();
@@ -99,7 +106,12 @@ fn temp_name(final_path: &Path, n: usize) -> PathBuf {
 }
 
 /// Restores according to `options` from the snapshot whose root tree is `root`.
-pub fn restore(repo: &Repository, root: &BlobId, options: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreReport> {
+pub fn restore(
+    repo: &Repository,
+    root: &BlobId,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     let target = &options.target;
     fs::create_dir_all(target).at(target)?;
     let plan = make_plan(repo, root, options)?;
@@ -114,14 +126,23 @@ fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resu
     let base: PathBuf = base_names.iter().map(|n| OsStr::from_bytes(n)).collect();
     let mut entries: Vec<(PathBuf, Node)> = Vec::new();
     let target = tree_walk::resolve(repo, root, &options.path)?;
-    let strip = |p: &Path| -> PathBuf { p.strip_prefix(&base).map(Path::to_path_buf).unwrap_or_default() };
+    let strip = |p: &Path| -> PathBuf {
+        p.strip_prefix(&base)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    };
     match &target {
         Target::Entry(node) if node.kind != NodeKind::Dir => {
             // A single entry is restored under its own name in the target.
-            entries.push((PathBuf::from(OsStr::from_bytes(&node.name)), node.clone()));
+            entries.push((
+                PathBuf::from(OsStr::from_bytes(&node.name)),
+                (**node).clone(),
+            ));
         }
         _ => {
-            let sub = target.subtree().ok_or_else(|| Error::invalid("nothing to restore"))?;
+            let sub = target
+                .subtree()
+                .ok_or_else(|| Error::invalid("nothing to restore"))?;
             tree_walk::walk(repo, &sub, &base, &mut |path, node| {
                 let shown = PathBuf::from("/").join(path);
                 if excludes.is_excluded(&shown) {
@@ -158,7 +179,12 @@ fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resu
         });
     }
 
-    let mut plan = Plan { items: Vec::new(), files: Vec::new(), packs: HashMap::new(), problems: Vec::new() };
+    let mut plan = Plan {
+        items: Vec::new(),
+        files: Vec::new(),
+        packs: HashMap::new(),
+        problems: Vec::new(),
+    };
     let mut first_link: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut blob_slot: HashMap<BlobId, (PackId, usize)> = HashMap::new();
     for (rel, node) in entries {
@@ -168,7 +194,10 @@ fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resu
                 if node.links > 1 {
                     let key = (node.device, node.inode);
                     if let Some(first) = first_link.get(&key) {
-                        plan.items.push(Item::HardLink { path: rel, first: first.clone() });
+                        plan.items.push(Item::HardLink {
+                            path: rel,
+                            first: first.clone(),
+                        });
                         continue;
                     }
                     first_link.insert(key, rel.clone());
@@ -190,7 +219,10 @@ fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resu
                     };
                     let (pack, slot) = *blob_slot.entry(*id).or_insert_with(|| {
                         let blobs = plan.packs.entry(loc.pack).or_default();
-                        blobs.push(PlannedBlob { loc, uses: Vec::new() });
+                        blobs.push(PlannedBlob {
+                            loc,
+                            uses: Vec::new(),
+                        });
                         (loc.pack, blobs.len() - 1)
                     });
                     if let Some(blobs) = plan.packs.get_mut(&pack) {
@@ -201,7 +233,10 @@ fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resu
                 if !failed && offset != node.size {
                     plan.problems.push(Problem {
                         path: tree_walk::display_path(&base.join(&rel)),
-                        message: format!("content adds up to {offset} bytes, the tree says {}", node.size),
+                        message: format!(
+                            "content adds up to {offset} bytes, the tree says {}",
+                            node.size
+                        ),
                     });
                     failed = true;
                 }
@@ -223,10 +258,14 @@ fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resu
 fn ensure_dir(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(m) if m.file_type().is_symlink() => {
-            Err(Error::invalid(format!("{} is a symlink; refusing to restore through it", path.display())))
-        }
-        Ok(_) => Err(Error::invalid(format!("{} exists and is not a directory", path.display()))),
+        Ok(m) if m.file_type().is_symlink() => Err(Error::invalid(format!(
+            "{} is a symlink; refusing to restore through it",
+            path.display()
+        ))),
+        Ok(_) => Err(Error::invalid(format!(
+            "{} exists and is not a directory",
+            path.display()
+        ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(path).at(path),
         Err(e) => Err(Error::io(path, e)),
     }
@@ -235,17 +274,36 @@ fn ensure_dir(path: &Path) -> Result<()> {
 /// Removes whatever non-directory is at `path`, so a restored entry can take its place.
 fn clear_non_dir(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Err(Error::invalid(format!("{} exists and is a directory", path.display()))),
+        Ok(m) if m.is_dir() => Err(Error::invalid(format!(
+            "{} exists and is a directory",
+            path.display()
+        ))),
         Ok(_) => fs::remove_file(path).at(path),
         Err(_) => Ok(()),
     }
 }
 
-fn execute(repo: &Repository, plan: Plan, target: &Path, progress: &dyn Progress) -> Result<RestoreReport> {
-    let Plan { items, files, packs, problems } = plan;
+fn execute(
+    repo: &Repository,
+    plan: Plan,
+    target: &Path,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let Plan {
+        items,
+        files,
+        packs,
+        problems,
+    } = plan;
     let problems = Mutex::new(problems);
     let problem = |path: &Path, message: String| {
-        problems.lock().unwrap_or_else(|e| e.into_inner()).push(Problem { path: path.display().to_string(), message });
+        problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Problem {
+                path: path.display().to_string(),
+                message,
+            });
     };
     let mut report = RestoreReport::default();
 
@@ -317,7 +375,8 @@ fn execute(repo: &Repository, plan: Plan, target: &Path, progress: &dyn Progress
             };
             for b in &blobs[range] {
                 let at = (b.loc.offset - start) as usize;
-                let plaintext = match repo.open_blob(&b.loc, &data[at..at + b.loc.length as usize]) {
+                let plaintext = match repo.open_blob(&b.loc, &data[at..at + b.loc.length as usize])
+                {
                     Ok(p) => p,
                     Err(e) => {
                         fail_uses(&files, b, target, &e, &problem);
@@ -329,14 +388,22 @@ fn execute(repo: &Repository, plan: Plan, target: &Path, progress: &dyn Progress
                     if job.failed.load(Ordering::Relaxed) {
                         continue;
                     }
-                    if let Err(e) = write_at(&target.join(&job.temp_path), &plaintext, u.offset, job.node.is_sparse()) {
+                    if let Err(e) = write_at(
+                        &target.join(&job.temp_path),
+                        &plaintext,
+                        u.offset,
+                        job.node.is_sparse(),
+                    ) {
                         job.failed.store(true, Ordering::Relaxed);
                         problem(&target.join(&job.final_path), e.to_string());
                         continue;
                     }
                     bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
                     progress.advance(0, plaintext.len() as u64);
-                    let left = job.remaining.fetch_sub(plaintext.len() as u64, Ordering::AcqRel) - plaintext.len() as u64;
+                    let left = job
+                        .remaining
+                        .fetch_sub(plaintext.len() as u64, Ordering::AcqRel)
+                        - plaintext.len() as u64;
                     if left == 0 {
                         finish_file(job);
                     }
@@ -357,7 +424,8 @@ fn execute(repo: &Repository, plan: Plan, target: &Path, progress: &dyn Progress
         match item {
             Item::Special(rel, node) => {
                 let path = path_of(target, rel);
-                match create_special(&path, node).and_then(|()| apply_metadata(&path, node, false)) {
+                match create_special(&path, node).and_then(|()| apply_metadata(&path, node, false))
+                {
                     Ok(()) => report.other += 1,
                     Err(e) => problem(&path, e.to_string()),
                 }
@@ -385,7 +453,13 @@ fn execute(repo: &Repository, plan: Plan, target: &Path, progress: &dyn Progress
     Ok(report)
 }
 
-fn fail_uses(files: &[FileJob], blob: &PlannedBlob, target: &Path, e: &Error, problem: &dyn Fn(&Path, String)) {
+fn fail_uses(
+    files: &[FileJob],
+    blob: &PlannedBlob,
+    target: &Path,
+    e: &Error,
+    problem: &dyn Fn(&Path, String),
+) {
     for u in &blob.uses {
         let job = &files[u.file];
         if !job.failed.swap(true, Ordering::Relaxed) {
@@ -402,7 +476,8 @@ fn coalesce(blobs: &[PlannedBlob]) -> Vec<std::ops::Range<usize>> {
         let split = i == blobs.len() || {
             let prev_end = blobs[i - 1].loc.offset + blobs[i - 1].loc.length as u64;
             let next = &blobs[i].loc;
-            next.offset > prev_end + COALESCE_GAP || next.offset + next.length as u64 - blobs[start].loc.offset > MAX_READ
+            next.offset > prev_end + COALESCE_GAP
+                || next.offset + next.length as u64 - blobs[start].loc.offset > MAX_READ
         };
         if split {
             out.push(start..i);
@@ -418,12 +493,17 @@ const HOLE_BLOCK: usize = 4096;
 /// Writes `data` at `offset`. For a sparse file, all-zero blocks are skipped: the file
 /// was sized with `set_len`, so they read back as zeros and take no space.
 fn write_at(path: &Path, data: &[u8], offset: u64, sparse: bool) -> Result<()> {
-    let file = File::options().write(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path).at(path)?;
+    let file = File::options()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .at(path)?;
     if !sparse {
         return file.write_all_at(data, offset).at(path);
     }
     for (start, end) in non_zero_runs(data, offset) {
-        file.write_all_at(&data[start..end], offset + start as u64).at(path)?;
+        file.write_all_at(&data[start..end], offset + start as u64)
+            .at(path)?;
     }
     Ok(())
 }
@@ -452,7 +532,9 @@ fn non_zero_runs(data: &[u8], offset: u64) -> Vec<(usize, usize)> {
 fn create_special(path: &Path, node: &Node) -> Result<()> {
     clear_non_dir(path)?;
     match node.kind {
-        NodeKind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path).at(path),
+        NodeKind::Symlink => {
+            std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path).at(path)
+        }
         NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
             let c = std::ffi::CString::new(path.as_os_str().as_bytes())
                 .map_err(|_| Error::invalid(format!("{} contains NUL", path.display())))?;
@@ -463,7 +545,13 @@ fn create_special(path: &Path, node: &Node) -> Result<()> {
                 _ => libc::S_IFSOCK,
             };
             // SAFETY: c is a valid NUL-terminated path; mknod has no other preconditions.
-            let rc = unsafe { libc::mknod(c.as_ptr(), kind | (node.mode & 0o7777), node.rdev as libc::dev_t) };
+            let rc = unsafe {
+                libc::mknod(
+                    c.as_ptr(),
+                    kind | (node.mode & 0o7777),
+                    node.rdev as libc::dev_t,
+                )
+            };
             if rc != 0 {
                 return Err(Error::io(path, std::io::Error::last_os_error()));
             }
@@ -494,10 +582,20 @@ fn apply_metadata(path: &Path, node: &Node, is_target_root: bool) -> Result<()> 
     if !is_target_root {
         let c = std::ffi::CString::new(path.as_os_str().as_bytes())
             .map_err(|_| Error::invalid(format!("{} contains NUL", path.display())))?;
-        let t = libc::timespec { tv_sec: node.mtime.secs as libc::time_t, tv_nsec: node.mtime.nanos as libc::c_long };
+        let t = libc::timespec {
+            tv_sec: node.mtime.secs as libc::time_t,
+            tv_nsec: node.mtime.nanos as libc::c_long,
+        };
         let times = [t, t];
         // SAFETY: c is a valid NUL-terminated path and times points at two timespecs.
-        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
         if rc != 0 {
             return Err(Error::io(path, std::io::Error::last_os_error()));
         }
@@ -515,7 +613,13 @@ mod tests {
         data[HOLE_BLOCK + 7] = 1;
         data[2 * HOLE_BLOCK] = 1;
         data[5 * HOLE_BLOCK - 1] = 1;
-        assert_eq!(non_zero_runs(&data, 0), vec![(HOLE_BLOCK, 3 * HOLE_BLOCK), (4 * HOLE_BLOCK, 5 * HOLE_BLOCK)]);
+        assert_eq!(
+            non_zero_runs(&data, 0),
+            vec![
+                (HOLE_BLOCK, 3 * HOLE_BLOCK),
+                (4 * HOLE_BLOCK, 5 * HOLE_BLOCK)
+            ]
+        );
         // Unaligned: the first block ends at the file's next block boundary.
         assert_eq!(non_zero_runs(&[0, 0, 1], 4094), vec![(2, 3)]);
         assert!(non_zero_runs(&[0; 100], 0).is_empty());

@@ -11,13 +11,16 @@ use crate::repository::Repository;
 
 /// A path inside a snapshot, split into names; `/a/b`, `a/b` and `a/b/` are the same.
 pub fn split_path(path: &str) -> Vec<&[u8]> {
-    path.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::as_bytes).collect()
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::as_bytes)
+        .collect()
 }
 
 /// What a path inside a snapshot names: the root, or one entry.
 pub enum Target {
     Root(BlobId),
-    Entry(Node),
+    Entry(Box<Node>),
 }
 
 impl Target {
@@ -37,20 +40,30 @@ pub fn resolve(repo: &Repository, root: &BlobId, path: &str) -> Result<Target> {
     let mut found = Target::Root(*root);
     for (i, name) in names.iter().enumerate() {
         let tree = repo.load_tree(&tree_id)?;
-        let node = tree.find(name).ok_or_else(|| Error::NotFound(format!("{path:?} in the snapshot")))?;
+        let node = tree
+            .find(name)
+            .ok_or_else(|| Error::NotFound(format!("{path:?} in the snapshot")))?;
         if i + 1 < names.len() {
             tree_id = node.subtree.ok_or_else(|| {
-                Error::invalid(format!("{:?} in the snapshot is not a directory", names[..=i].join(&b'/').escape_ascii().to_string()))
+                Error::invalid(format!(
+                    "{:?} in the snapshot is not a directory",
+                    names[..=i].join(&b'/').escape_ascii().to_string()
+                ))
             })?;
         }
-        found = Target::Entry(node.clone());
+        found = Target::Entry(Box::new(node.clone()));
     }
     Ok(found)
 }
 
 /// Visits every entry below `tree` depth first, parents before children, with its path
 /// (relative to the tree). `visit` returns false to skip a directory's contents.
-pub fn walk(repo: &Repository, tree: &BlobId, prefix: &Path, visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>) -> Result<()> {
+pub fn walk(
+    repo: &Repository,
+    tree: &BlobId,
+    prefix: &Path,
+    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
+) -> Result<()> {
     let tree = repo.load_tree(tree)?;
     for node in &tree.nodes {
         let path = prefix.join(OsStr::from_bytes(&node.name));

@@ -26,7 +26,10 @@ pub enum ReadData {
     None,
     All,
     /// Packs whose id's first byte modulo `m` is `n - 1`: over `m` nightly runs, all of them.
-    Subset { n: u32, m: u32 },
+    Subset {
+        n: u32,
+        m: u32,
+    },
     /// A random share of the packs, in percent.
     Percent(f64),
 }
@@ -34,7 +37,11 @@ pub enum ReadData {
 impl ReadData {
     /// Parses `N/M` or `P%`.
     pub fn parse_subset(s: &str) -> Result<ReadData> {
-        let bad = || Error::invalid(format!("--read-data-subset {s:?}: expected N/M (1 <= N <= M) or P% (0 < P <= 100)"));
+        let bad = || {
+            Error::invalid(format!(
+                "--read-data-subset {s:?}: expected N/M (1 <= N <= M) or P% (0 < P <= 100)"
+            ))
+        };
         if let Some(p) = s.strip_suffix('%') {
             let p: f64 = p.trim().parse().map_err(|_| bad())?;
             if !(p > 0.0 && p <= 100.0) {
@@ -43,7 +50,10 @@ impl ReadData {
             return Ok(ReadData::Percent(p));
         }
         let (n, m) = s.split_once('/').ok_or_else(bad)?;
-        let (n, m): (u32, u32) = (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);
+        let (n, m): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            m.trim().parse().map_err(|_| bad())?,
+        );
         if n == 0 || m == 0 || n > m || m > 256 {
             return Err(bad());
         }
@@ -101,19 +111,32 @@ struct Found {
 
 impl Found {
     fn add(&self, kind: &str, object: impl Into<String>, message: impl Into<String>) {
-        self.damage.lock().unwrap_or_else(|e| e.into_inner()).push(Damage {
-            kind: kind.into(),
-            object: object.into(),
-            message: message.into(),
-        });
+        self.damage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Damage {
+                kind: kind.into(),
+                object: object.into(),
+                message: message.into(),
+            });
     }
     fn bad_blob(&self, id: BlobId) {
-        self.bad_blobs.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        self.bad_blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
     }
 }
 
-pub fn verify(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> Result<VerifyReport> {
-    let found = Found { damage: Mutex::new(Vec::new()), bad_blobs: Mutex::new(HashSet::new()) };
+pub fn verify(
+    repo: &Repository,
+    read_data: ReadData,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let found = Found {
+        damage: Mutex::new(Vec::new()),
+        bad_blobs: Mutex::new(HashSet::new()),
+    };
     let mut report = VerifyReport::default();
 
     // The index: rebuilt from the segments themselves, so the check does not trust the cache.
@@ -121,11 +144,19 @@ pub fn verify(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -
     index.clear()?;
     repo.refresh_index()?;
     for (id, message) in repo.index_problems() {
-        found.add("index", FileType::Index.relative_path(&id.to_hex()), message);
+        found.add(
+            "index",
+            FileType::Index.relative_path(&id.to_hex()),
+            message,
+        );
     }
 
     // Packs: every indexed pack present, at the size the index says.
-    let present: HashMap<String, u64> = repo.list_files(FileType::Pack)?.into_iter().map(|f| (f.name, f.size)).collect();
+    let present: HashMap<String, u64> = repo
+        .list_files(FileType::Pack)?
+        .into_iter()
+        .map(|f| (f.name, f.size))
+        .collect();
     let indexed = index.packs()?;
     let mut bad_packs: HashSet<PackId> = HashSet::new();
     let indexed_names: HashSet<String> = indexed.iter().map(|(id, _)| id.to_hex()).collect();
@@ -137,23 +168,37 @@ pub fn verify(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -
                 bad_packs.insert(*id);
             }
             Some(actual) if actual != size => {
-                found.add("pack", name, format!("{actual} bytes, the index says {size} (truncated or overwritten)"));
+                found.add(
+                    "pack",
+                    name,
+                    format!("{actual} bytes, the index says {size} (truncated or overwritten)"),
+                );
                 bad_packs.insert(*id);
             }
             Some(_) => {}
         }
     }
     report.packs = indexed.len() as u64;
-    report.unreferenced_packs = present.keys().filter(|n| !indexed_names.contains(*n)).cloned().collect();
+    report.unreferenced_packs = present
+        .keys()
+        .filter(|n| !indexed_names.contains(*n))
+        .cloned()
+        .collect();
     report.unreferenced_packs.sort();
 
     // Snapshots and their trees: every tree readable, every blob indexed in a sound pack.
     let mut snapshots: Vec<(SnapshotId, crate::format::snapshot::Snapshot)> = Vec::new();
     for file in repo.list_files(FileType::Snapshot)? {
-        let Ok(id) = file.name.parse::<SnapshotId>() else { continue };
+        let Ok(id) = file.name.parse::<SnapshotId>() else {
+            continue;
+        };
         match repo.load_snapshot(&id) {
             Ok(s) => snapshots.push((id, s)),
-            Err(e) => found.add("snapshot", FileType::Snapshot.relative_path(&file.name), e.to_string()),
+            Err(e) => found.add(
+                "snapshot",
+                FileType::Snapshot.relative_path(&file.name),
+                e.to_string(),
+            ),
         }
     }
     report.snapshots = snapshots.len() as u64;
@@ -179,7 +224,11 @@ pub fn verify(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -
             continue;
         }
         if check_blob(&tree_id).is_none() {
-            found.add("blob", tree_id.to_hex(), "tree blob is missing from the index or its pack is damaged");
+            found.add(
+                "blob",
+                tree_id.to_hex(),
+                "tree blob is missing from the index or its pack is damaged",
+            );
             continue;
         }
         let tree = match repo.load_tree(&tree_id) {
@@ -198,7 +247,11 @@ pub fn verify(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -
             if node.kind == NodeKind::File {
                 for id in &node.content {
                     if seen_data.insert(*id) && check_blob(id).is_none() {
-                        found.add("blob", id.to_hex(), "data blob is missing from the index or its pack is damaged");
+                        found.add(
+                            "blob",
+                            id.to_hex(),
+                            "data blob is missing from the index or its pack is damaged",
+                        );
                     }
                 }
             }
@@ -209,8 +262,11 @@ pub fn verify(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -
 
     // Data: read packs back, check their hash, header, and every blob's id.
     if read_data != ReadData::None {
-        let selected: Vec<(PackId, u64)> =
-            indexed.iter().filter(|(id, _)| !bad_packs.contains(id) && read_data.selects(id)).copied().collect();
+        let selected: Vec<(PackId, u64)> = indexed
+            .iter()
+            .filter(|(id, _)| !bad_packs.contains(id) && read_data.selects(id))
+            .copied()
+            .collect();
         let bytes = AtomicU64::new(0);
         selected.par_iter().for_each(|(pack, _)| {
             let read = read_pack(repo, pack, &found, progress);
@@ -221,7 +277,10 @@ pub fn verify(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -
     }
 
     // Which snapshot paths the damage reaches.
-    let bad_blobs = found.bad_blobs.into_inner().unwrap_or_else(|e| e.into_inner());
+    let bad_blobs = found
+        .bad_blobs
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
     if !bad_blobs.is_empty() {
         let mut paths = BTreeSet::new();
         for (sid, snap) in &snapshots {
@@ -267,7 +326,11 @@ fn read_pack(repo: &Repository, pack: &PackId, found: &Found, progress: &dyn Pro
     };
     progress.advance(0, bytes.len() as u64);
     if blake3::hash(&bytes).as_bytes() != &pack.0 {
-        found.add("pack", &name, "contents do not match the file name's hash (bit rot or tampering)");
+        found.add(
+            "pack",
+            &name,
+            "contents do not match the file name's hash (bit rot or tampering)",
+        );
     }
     let header = match repo.decode_pack_header(pack, &bytes) {
         Ok(h) => h,
@@ -298,7 +361,14 @@ fn read_pack(repo: &Repository, pack: &PackId, found: &Found, progress: &dyn Pro
         if let Some(want) = expected.get(&entry.id)
             && *want != loc
         {
-            found.add("blob", entry.id.to_hex(), format!("pack {} and the index disagree about where it is", pack.short()));
+            found.add(
+                "blob",
+                entry.id.to_hex(),
+                format!(
+                    "pack {} and the index disagree about where it is",
+                    pack.short()
+                ),
+            );
         }
         let end = (entry.offset + entry.length as u64) as usize;
         let result = bytes
@@ -309,7 +379,11 @@ fn read_pack(repo: &Repository, pack: &PackId, found: &Found, progress: &dyn Pro
             Ok(plaintext) if repo.blob_id(&plaintext) == entry.id => {}
             Ok(_) => {
                 found.bad_blob(entry.id);
-                found.add("blob", entry.id.to_hex(), format!("in {name}: content does not hash to its id"));
+                found.add(
+                    "blob",
+                    entry.id.to_hex(),
+                    format!("in {name}: content does not hash to its id"),
+                );
             }
             Err(e) => {
                 found.bad_blob(entry.id);
@@ -320,13 +394,23 @@ fn read_pack(repo: &Repository, pack: &PackId, found: &Found, progress: &dyn Pro
     let in_header: HashSet<BlobId> = header.iter().map(|e| e.id).collect();
     for id in expected.keys().filter(|id| !in_header.contains(id)) {
         found.bad_blob(*id);
-        found.add("blob", id.to_hex(), format!("indexed in {name} but not in its header"));
+        found.add(
+            "blob",
+            id.to_hex(),
+            format!("indexed in {name} but not in its header"),
+        );
     }
     bytes.len() as u64
 }
 
 /// Calls `f` with the path of every entry below `tree` that needs one of `bad` blobs.
-fn affected_paths(repo: &Repository, tree: &BlobId, prefix: &Path, bad: &HashSet<BlobId>, f: &mut dyn FnMut(&Path)) {
+fn affected_paths(
+    repo: &Repository,
+    tree: &BlobId,
+    prefix: &Path,
+    bad: &HashSet<BlobId>,
+    f: &mut dyn FnMut(&Path),
+) {
     if bad.contains(tree) {
         f(prefix);
         return;
@@ -336,7 +420,8 @@ fn affected_paths(repo: &Repository, tree: &BlobId, prefix: &Path, bad: &HashSet
         return;
     };
     for node in &tree.nodes {
-        let path: PathBuf = prefix.join(std::ffi::OsStr::new(&*String::from_utf8_lossy(&node.name)));
+        let path: PathBuf =
+            prefix.join(std::ffi::OsStr::new(&*String::from_utf8_lossy(&node.name)));
         if node.content.iter().any(|id| bad.contains(id)) {
             f(&path);
         }

@@ -8,7 +8,12 @@ use crate::id::KeyId;
 use crate::storage::{FileType, Storage};
 
 /// Writes a new key file wrapping `keys` under `password`; returns its id.
-pub fn write_key_file(storage: &dyn Storage, keys: &Keys, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+pub fn write_key_file(
+    storage: &dyn Storage,
+    keys: &Keys,
+    password: &[u8],
+    kdf: KdfParams,
+) -> Result<KeyId> {
     let mut key = KeyFile {
         kdf,
         salt: crypto::random_bytes(),
@@ -43,7 +48,6 @@ pub fn unlock(storage: &dyn Storage, password: &[u8]) -> Result<(Keys, KeyId)> {
         let name = FileType::Key.relative_path(&file.name);
         let key = match read_key_file(storage, &file.name, &name) {
             Ok(key) => key,
-            Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
             Err(e) => {
                 damaged.get_or_insert(e);
                 continue;
@@ -56,12 +60,18 @@ pub fn unlock(storage: &dyn Storage, password: &[u8]) -> Result<(Keys, KeyId)> {
         }
         let wrapping = crypto::derive_wrapping_key(password, &key.salt, &key.kdf)?;
         if let Some(master) = crypto::open(&wrapping, &wrapping_ad(&key), &key.sealed_master) {
-            let master: [u8; 32] =
-                master.try_into().map_err(|_| Error::corrupt(&name, "master key has the wrong length"))?;
+            let master: [u8; 32] = master
+                .try_into()
+                .map_err(|_| Error::corrupt(&name, "master key has the wrong length"))?;
             return Ok((Keys::from_master(master), file.name.parse()?));
         }
     }
-    Err(damaged.map_or(Error::WrongPassword, |e| Error::invalid(format!("wrong password, or {e}"))))
+    Err(match damaged {
+        None => Error::WrongPassword,
+        // A key of a newer format may be the one this password opens.
+        Some(e @ Error::UnsupportedVersion { .. }) => e,
+        Some(e) => Error::invalid(format!("wrong password, or {e}")),
+    })
 }
 
 fn read_key_file(storage: &dyn Storage, file: &str, name: &str) -> Result<KeyFile> {

@@ -53,7 +53,10 @@ impl LocalIndex {
     }
 
     fn try_open(path: &Path, repo_id: &[u8; 32]) -> Result<LocalIndex> {
-        let err = |e: rusqlite::Error| Error::LocalIndex { path: path.to_path_buf(), reason: e.to_string() };
+        let err = |e: rusqlite::Error| Error::LocalIndex {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
         let conn = Connection::open(path).map_err(err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -72,15 +75,28 @@ impl LocalIndex {
              CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;",
         )
         .map_err(err)?;
-        let index = LocalIndex { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        let index = LocalIndex {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
         let stored_repo: Option<Vec<u8>> = index.query_meta("repo_id")?;
         let stored_schema: Option<Vec<u8>> = index.query_meta("schema")?;
         let schema = SCHEMA_VERSION.to_le_bytes().to_vec();
-        if stored_repo.as_deref() != Some(repo_id.as_slice()) || stored_schema.as_deref() != Some(schema.as_slice()) {
+        if stored_repo.as_deref() != Some(repo_id.as_slice())
+            || stored_schema.as_deref() != Some(schema.as_slice())
+        {
             index.clear()?;
             let conn = index.conn();
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('repo_id', ?1)", params![repo_id.as_slice()]).map_err(err)?;
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?1)", params![schema]).map_err(err)?;
+            conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('repo_id', ?1)",
+                params![repo_id.as_slice()],
+            )
+            .map_err(err)?;
+            conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema', ?1)",
+                params![schema],
+            )
+            .map_err(err)?;
         }
         Ok(index)
     }
@@ -90,12 +106,17 @@ impl LocalIndex {
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {
-        Error::LocalIndex { path: self.path.clone(), reason: e.to_string() }
+        Error::LocalIndex {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
     }
 
     fn query_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.conn()
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| self.err(e))
     }
@@ -110,8 +131,12 @@ impl LocalIndex {
     /// The index segments whose contents are loaded.
     pub fn loaded_segments(&self) -> Result<HashSet<IndexId>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT id FROM segments").map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(|e| self.err(e))?;
+        let mut stmt = conn
+            .prepare_cached("SELECT id FROM segments")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
         let mut out = HashSet::new();
         for row in rows {
             if let Some(id) = IndexId::from_slice(&row.map_err(|e| self.err(e))?) {
@@ -134,7 +159,10 @@ impl LocalIndex {
                 .map_err(|e| self.err(e))?;
             for pack in &segment.packs {
                 let num: i64 = insert_pack
-                    .query_row(params![pack.id.as_bytes().as_slice(), pack.size as i64], |r| r.get(0))
+                    .query_row(
+                        params![pack.id.as_bytes().as_slice(), pack.size as i64],
+                        |r| r.get(0),
+                    )
                     .map_err(|e| self.err(e))?;
                 for b in &pack.blobs {
                     insert_blob
@@ -149,16 +177,22 @@ impl LocalIndex {
                         .map_err(|e| self.err(e))?;
                 }
             }
-            tx.execute("INSERT OR IGNORE INTO segments VALUES (?1)", params![id.as_bytes().as_slice()])
-                .map_err(|e| self.err(e))?;
+            tx.execute(
+                "INSERT OR IGNORE INTO segments VALUES (?1)",
+                params![id.as_bytes().as_slice()],
+            )
+            .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1").map_err(|e| self.err(e))?;
-        stmt.exists(params![id.as_bytes().as_slice()]).map_err(|e| self.err(e))
+        let mut stmt = conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        stmt.exists(params![id.as_bytes().as_slice()])
+            .map_err(|e| self.err(e))
     }
 
     pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
@@ -169,15 +203,23 @@ impl LocalIndex {
             )
             .map_err(|e| self.err(e))?;
         stmt.query_row(params![id.as_bytes().as_slice()], |r| {
-            Ok((r.get::<_, u8>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, u32>(3)?, r.get::<_, u32>(4)?))
+            Ok((
+                r.get::<_, u8>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, u32>(4)?,
+            ))
         })
         .optional()
         .map_err(|e| self.err(e))?
         .map(|(kind, pack, offset, length, raw_length)| {
             Ok(BlobLocation {
                 id: *id,
-                kind: BlobKind::from_u8(kind).ok_or_else(|| self.err(rusqlite::Error::InvalidQuery))?,
-                pack: PackId::from_slice(&pack).ok_or_else(|| self.err(rusqlite::Error::InvalidQuery))?,
+                kind: BlobKind::from_u8(kind)
+                    .ok_or_else(|| self.err(rusqlite::Error::InvalidQuery))?,
+                pack: PackId::from_slice(&pack)
+                    .ok_or_else(|| self.err(rusqlite::Error::InvalidQuery))?,
                 offset: offset as u64,
                 length,
                 raw_length,
@@ -189,8 +231,12 @@ impl LocalIndex {
     /// Every pack the index knows, with its recorded size.
     pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT id, size FROM packs").map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.err(e))?;
+        let mut stmt = conn
+            .prepare_cached("SELECT id, size FROM packs")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
             let (id, size) = row.map_err(|e| self.err(e))?;
@@ -208,9 +254,13 @@ impl LocalIndex {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         for pack in packs {
             let p = pack.as_bytes().as_slice();
-            tx.execute("DELETE FROM blobs WHERE pack = (SELECT num FROM packs WHERE id = ?1)", params![p])
+            tx.execute(
+                "DELETE FROM blobs WHERE pack = (SELECT num FROM packs WHERE id = ?1)",
+                params![p],
+            )
+            .map_err(|e| self.err(e))?;
+            tx.execute("DELETE FROM packs WHERE id = ?1", params![p])
                 .map_err(|e| self.err(e))?;
-            tx.execute("DELETE FROM packs WHERE id = ?1", params![p]).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -226,7 +276,11 @@ impl LocalIndex {
             let id: Vec<u8> = r.get(0).map_err(|e| self.err(e))?;
             let pack: Vec<u8> = r.get(2).map_err(|e| self.err(e))?;
             let kind: u8 = r.get(1).map_err(|e| self.err(e))?;
-            if let (Some(id), Some(pack), Some(kind)) = (BlobId::from_slice(&id), PackId::from_slice(&pack), BlobKind::from_u8(kind)) {
+            if let (Some(id), Some(pack), Some(kind)) = (
+                BlobId::from_slice(&id),
+                PackId::from_slice(&pack),
+                BlobKind::from_u8(kind),
+            ) {
                 f(BlobLocation {
                     id,
                     kind,
@@ -241,14 +295,20 @@ impl LocalIndex {
     }
 
     /// Calls `f` with every blob the index places in `pack`.
-    pub fn for_each_blob_in_pack(&self, pack: &PackId, mut f: impl FnMut(BlobLocation)) -> Result<()> {
+    pub fn for_each_blob_in_pack(
+        &self,
+        pack: &PackId,
+        mut f: impl FnMut(BlobLocation),
+    ) -> Result<()> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT b.id, b.kind, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.num = b.pack WHERE p.id = ?1",
             )
             .map_err(|e| self.err(e))?;
-        let mut rows = stmt.query(params![pack.as_bytes().as_slice()]).map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(params![pack.as_bytes().as_slice()])
+            .map_err(|e| self.err(e))?;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
             let id: Vec<u8> = r.get(0).map_err(|e| self.err(e))?;
             let kind: u8 = r.get(1).map_err(|e| self.err(e))?;
@@ -269,13 +329,20 @@ impl LocalIndex {
     /// A snapshot's decoded body, cached by id (snapshot files never change).
     pub fn cached_snapshot(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT body FROM snapshots WHERE id = ?1").map_err(|e| self.err(e))?;
-        stmt.query_row(params![id.as_slice()], |r| r.get(0)).optional().map_err(|e| self.err(e))
+        let mut stmt = conn
+            .prepare_cached("SELECT body FROM snapshots WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        stmt.query_row(params![id.as_slice()], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     pub fn cache_snapshot(&self, id: &[u8; 32], body: &[u8]) -> Result<()> {
         self.conn()
-            .execute("INSERT OR REPLACE INTO snapshots VALUES (?1, ?2)", params![id.as_slice(), body])
+            .execute(
+                "INSERT OR REPLACE INTO snapshots VALUES (?1, ?2)",
+                params![id.as_slice(), body],
+            )
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
@@ -295,7 +362,13 @@ mod tests {
                 blobs: blobs
                     .iter()
                     .enumerate()
-                    .map(|(i, &b)| PackEntry { kind: BlobKind::Data, id: BlobId([b; 32]), offset: i as u64 * 100, length: 100, raw_length: 90 })
+                    .map(|(i, &b)| PackEntry {
+                        kind: BlobKind::Data,
+                        id: BlobId([b; 32]),
+                        offset: i as u64 * 100,
+                        length: 100,
+                        raw_length: 90,
+                    })
                     .collect(),
             }],
             supersedes: vec![],
@@ -307,10 +380,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x/index.sqlite");
         let index = LocalIndex::open(&path, &[1; 32]).unwrap();
-        index.add_segment(IndexId([9; 32]), &segment(1, &[10, 11])).unwrap();
-        index.add_segment(IndexId([8; 32]), &segment(2, &[12])).unwrap();
+        index
+            .add_segment(IndexId([9; 32]), &segment(1, &[10, 11]))
+            .unwrap();
+        index
+            .add_segment(IndexId([8; 32]), &segment(2, &[12]))
+            .unwrap();
         let loc = index.lookup(&BlobId([11; 32])).unwrap().unwrap();
-        assert_eq!((loc.pack, loc.offset, loc.length), (PackId([1; 32]), 100, 100));
+        assert_eq!(
+            (loc.pack, loc.offset, loc.length),
+            (PackId([1; 32]), 100, 100)
+        );
         assert!(index.contains(&BlobId([12; 32])).unwrap());
         assert_eq!(index.loaded_segments().unwrap().len(), 2);
         index.drop_packs(&[PackId([1; 32])]).unwrap();
@@ -326,12 +406,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.sqlite");
         let index = LocalIndex::open(&path, &[1; 32]).unwrap();
-        index.add_segment(IndexId([9; 32]), &segment(1, &[10])).unwrap();
+        index
+            .add_segment(IndexId([9; 32]), &segment(1, &[10]))
+            .unwrap();
         drop(index);
         let index = LocalIndex::open(&path, &[2; 32]).unwrap();
         assert!(index.loaded_segments().unwrap().is_empty());
         drop(index);
-        std::fs::write(&path, b"this is not a database, just garbage bytes that sqlite must refuse").unwrap();
+        std::fs::write(
+            &path,
+            b"this is not a database, just garbage bytes that sqlite must refuse",
+        )
+        .unwrap();
         let _ = std::fs::remove_file(dir.path().join("index.sqlite-wal"));
         let index = LocalIndex::open(&path, &[2; 32]).unwrap();
         assert!(index.loaded_segments().unwrap().is_empty());

@@ -21,7 +21,9 @@ use rayon::prelude::*;
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::{self, KdfParams, Keys, ObjectKind};
 use crate::error::{Error, Result};
-use crate::format::config::{DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE, PACK_SIZE_RANGE, RepoConfig};
+use crate::format::config::{
+    DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE, PACK_SIZE_RANGE, RepoConfig,
+};
 use crate::format::index::IndexSegment;
 use crate::format::pack::{self, BlobKind, PackEntry};
 use crate::format::tree::Tree;
@@ -79,14 +81,22 @@ pub fn default_cache_dir() -> PathBuf {
 
 impl Repository {
     /// Creates a new repository protected by `password`.
-    pub fn init(storage: Arc<dyn Storage>, password: &[u8], options: &InitOptions, cache_dir: &Path) -> Result<Repository> {
+    pub fn init(
+        storage: Arc<dyn Storage>,
+        password: &[u8],
+        options: &InitOptions,
+        cache_dir: &Path,
+    ) -> Result<Repository> {
         if !storage.list(FileType::Config)?.is_empty() {
             return Err(Error::RepositoryExists(storage.location()));
         }
         options.kdf.check()?;
         options.chunker.check()?;
         if !PACK_SIZE_RANGE.contains(&options.pack_size) {
-            return Err(Error::invalid(format!("pack size {} is outside {PACK_SIZE_RANGE:?}", options.pack_size)));
+            return Err(Error::invalid(format!(
+                "pack size {} is outside {PACK_SIZE_RANGE:?}",
+                options.pack_size
+            )));
         }
         let config = RepoConfig {
             repo_id: crypto::random_bytes(),
@@ -101,13 +111,33 @@ impl Repository {
         storage.create()?;
         let key_id = keys::write_key_file(storage.as_ref(), &keys, password, options.kdf)?;
         // The config is written last: its presence is what makes a repository.
-        let sealed = seal_file(&keys, FileKind::Config, ObjectKind::Config, &config.encode_body(), None);
+        let sealed = seal_file(
+            &keys,
+            FileKind::Config,
+            ObjectKind::Config,
+            &config.encode_body(),
+            None,
+        );
         storage.write(FileType::Config, "config", &sealed)?;
-        Ok(Repository { storage, keys, key_id, config, cache_dir: cache_dir.to_path_buf(), index: OnceLock::new(), index_problems: Mutex::new(Vec::new()), index_synced: Default::default(), sync_lock: Mutex::new(()) })
+        Ok(Repository {
+            storage,
+            keys,
+            key_id,
+            config,
+            cache_dir: cache_dir.to_path_buf(),
+            index: OnceLock::new(),
+            index_problems: Mutex::new(Vec::new()),
+            index_synced: Default::default(),
+            sync_lock: Mutex::new(()),
+        })
     }
 
     /// Opens a repository with `password`.
-    pub fn open(storage: Arc<dyn Storage>, password: &[u8], cache_dir: &Path) -> Result<Repository> {
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        password: &[u8],
+        cache_dir: &Path,
+    ) -> Result<Repository> {
         let config_bytes = match storage.read(FileType::Config, "config") {
             Ok(bytes) => bytes,
             Err(e) if e.is_not_found() => return Err(Error::NoRepository(storage.location())),
@@ -116,9 +146,25 @@ impl Repository {
         // The version is checked before the password, so an old arca says so plainly.
         check_header(&config_bytes, FileKind::Config, "config")?;
         let (keys, key_id) = keys::unlock(storage.as_ref(), password)?;
-        let body = open_file(&keys, &config_bytes, FileKind::Config, ObjectKind::Config, "config")?;
+        let body = open_file(
+            &keys,
+            &config_bytes,
+            FileKind::Config,
+            ObjectKind::Config,
+            "config",
+        )?;
         let config = RepoConfig::decode_body(&body).map_err(|e| Error::corrupt("config", e))?;
-        Ok(Repository { storage, keys, key_id, config, cache_dir: cache_dir.to_path_buf(), index: OnceLock::new(), index_problems: Mutex::new(Vec::new()), index_synced: Default::default(), sync_lock: Mutex::new(()) })
+        Ok(Repository {
+            storage,
+            keys,
+            key_id,
+            config,
+            cache_dir: cache_dir.to_path_buf(),
+            index: OnceLock::new(),
+            index_problems: Mutex::new(Vec::new()),
+            index_synced: Default::default(),
+            sync_lock: Mutex::new(()),
+        })
     }
 
     pub fn config(&self) -> &RepoConfig {
@@ -154,7 +200,10 @@ impl Repository {
         if let Some(index) = self.index.get() {
             return Ok(index);
         }
-        let path = self.cache_dir.join(hex::encode(self.config.repo_id)).join("index.sqlite");
+        let path = self
+            .cache_dir
+            .join(hex::encode(self.config.repo_id))
+            .join("index.sqlite");
         let index = Arc::new(LocalIndex::open(&path, &self.config.repo_id)?);
         Ok(self.index.get_or_init(|| index))
     }
@@ -171,7 +220,8 @@ impl Repository {
             let _guard = lock(&self.sync_lock);
             if !self.index_synced.load(std::sync::atomic::Ordering::Acquire) {
                 self.refresh_index()?;
-                self.index_synced.store(true, std::sync::atomic::Ordering::Release);
+                self.index_synced
+                    .store(true, std::sync::atomic::Ordering::Release);
             }
         }
         Ok(index)
@@ -182,8 +232,12 @@ impl Repository {
     pub fn refresh_index(&self) -> Result<()> {
         let index = self.local_index()?;
         lock(&self.index_problems).clear();
-        let listed: HashSet<IndexId> =
-            self.storage.list(FileType::Index)?.iter().filter_map(|f| f.name.parse().ok()).collect();
+        let listed: HashSet<IndexId> = self
+            .storage
+            .list(FileType::Index)?
+            .iter()
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
         let mut loaded = index.loaded_segments()?;
         if !loaded.is_subset(&listed) {
             index.clear()?;
@@ -194,8 +248,10 @@ impl Repository {
         if new.is_empty() {
             return Ok(());
         }
-        let loaded_now: Vec<(IndexId, Result<IndexSegment>)> =
-            new.par_iter().map(|id| (*id, self.load_index_segment(id))).collect();
+        let loaded_now: Vec<(IndexId, Result<IndexSegment>)> = new
+            .par_iter()
+            .map(|id| (*id, self.load_index_segment(id)))
+            .collect();
         let mut segments = Vec::with_capacity(loaded_now.len());
         for (id, result) in loaded_now {
             match result {
@@ -205,7 +261,10 @@ impl Repository {
                 Err(e) => lock(&self.index_problems).push((id, e.to_string())),
             }
         }
-        let superseded: HashSet<IndexId> = segments.iter().flat_map(|(_, s)| s.supersedes.iter().copied()).collect();
+        let superseded: HashSet<IndexId> = segments
+            .iter()
+            .flat_map(|(_, s)| s.supersedes.iter().copied())
+            .collect();
         if !superseded.is_disjoint(&loaded) {
             index.clear()?;
             return self.refresh_index();
@@ -227,8 +286,12 @@ impl Repository {
     /// different size), so that a backup stores their chunks again. Returns those packs.
     pub fn forget_missing_packs(&self) -> Result<Vec<PackId>> {
         let index = self.index()?;
-        let present: std::collections::HashMap<String, u64> =
-            self.storage.list(FileType::Pack)?.into_iter().map(|f| (f.name, f.size)).collect();
+        let present: std::collections::HashMap<String, u64> = self
+            .storage
+            .list(FileType::Pack)?
+            .into_iter()
+            .map(|f| (f.name, f.size))
+            .collect();
         let missing: Vec<PackId> = index
             .packs()?
             .into_iter()
@@ -247,23 +310,50 @@ impl Repository {
 
     pub fn load_index_segment(&self, id: &IndexId) -> Result<IndexSegment> {
         let name = FileType::Index.relative_path(&id.to_hex());
-        let bytes = self.storage.read(FileType::Index, &id.to_hex())?;
+        let bytes = self.read_bounded(FileType::Index, &id.to_hex())?;
         check_stored_name(&bytes, &id.0, &name)?;
-        let body = open_file(&self.keys, &bytes, FileKind::Index, ObjectKind::IndexSegment, &name)?;
+        let body = open_file(
+            &self.keys,
+            &bytes,
+            FileKind::Index,
+            ObjectKind::IndexSegment,
+            &name,
+        )?;
         IndexSegment::decode_body(&body).map_err(|e| Error::corrupt(name, e))
     }
 
     /// Writes an index segment durably and returns its id.
     pub fn save_index_segment(&self, segment: &IndexSegment) -> Result<IndexId> {
-        let bytes = seal_file(&self.keys, FileKind::Index, ObjectKind::IndexSegment, &segment.encode_body(), None);
+        let bytes = seal_file(
+            &self.keys,
+            FileKind::Index,
+            ObjectKind::IndexSegment,
+            &segment.encode_body(),
+            None,
+        );
         let id = IndexId::of_stored_bytes(&bytes);
         self.storage.write(FileType::Index, &id.to_hex(), &bytes)?;
         Ok(id)
     }
 
+    /// Reads a whole index or snapshot file, refusing one larger than any valid file.
+    pub(crate) fn read_bounded(&self, ty: FileType, name: &str) -> Result<Vec<u8>> {
+        let size = self.storage.size(ty, name)?;
+        let max = (fmt::MAX_PAYLOAD_LEN + fmt::FILE_HEADER_LEN + crypto::SEAL_OVERHEAD + 8) as u64;
+        if size > max {
+            return Err(Error::corrupt(
+                ty.relative_path(name),
+                format!("{size} bytes, more than any valid file"),
+            ));
+        }
+        self.storage.read(ty, name)
+    }
+
     /// Where a blob is stored, from the local index.
     pub fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
-        self.index()?.lookup(id)?.ok_or_else(|| Error::NotFound(format!("blob {id} (not in any index segment)")))
+        self.index()?
+            .lookup(id)?
+            .ok_or_else(|| Error::NotFound(format!("blob {id} (not in any index segment)")))
     }
 
     /// Reads, opens and decodes one blob.
@@ -281,11 +371,15 @@ impl Repository {
             BlobKind::Tree => ObjectKind::TreeBlob,
         };
         let ad = crypto::associated_data(kind, Some(&loc.id.0));
-        let payload = crypto::open(self.keys.encryption(), &ad, sealed)
-            .ok_or_else(|| Error::corrupt(what(), "authentication failed (bit rot or tampering)"))?;
+        let payload = crypto::open(self.keys.encryption(), &ad, sealed).ok_or_else(|| {
+            Error::corrupt(what(), "authentication failed (bit rot or tampering)")
+        })?;
         let data = fmt::decode_payload(payload).map_err(|e| Error::corrupt(what(), e))?;
         if data.len() != loc.raw_length as usize {
-            return Err(Error::corrupt(what(), format!("{} bytes, the index says {}", data.len(), loc.raw_length)));
+            return Err(Error::corrupt(
+                what(),
+                format!("{} bytes, the index says {}", data.len(), loc.raw_length),
+            ));
         }
         Ok(data)
     }
@@ -296,7 +390,8 @@ impl Repository {
     }
 
     pub fn read_pack_range(&self, pack: &PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
-        self.storage.read_range(FileType::Pack, &pack.to_hex(), offset, len)
+        self.storage
+            .read_range(FileType::Pack, &pack.to_hex(), offset, len)
     }
 
     pub fn read_pack(&self, pack: &PackId) -> Result<Vec<u8>> {
@@ -319,7 +414,8 @@ impl Repository {
             .ok_or_else(|| Error::corrupt(&name, "header authentication failed"))?;
         let body = fmt::decode_payload(payload).map_err(|e| Error::corrupt(&name, e))?;
         let mut r = Reader::new(&body);
-        let entries = pack::decode_entries(&mut r, data_len as u64).map_err(|e| Error::corrupt(&name, e))?;
+        let entries =
+            pack::decode_entries(&mut r, data_len as u64).map_err(|e| Error::corrupt(&name, e))?;
         r.finish().map_err(|e| Error::corrupt(&name, e))?;
         Ok(entries)
     }
@@ -328,14 +424,23 @@ impl Repository {
     pub fn saver(&self) -> Result<BlobSaver<'_>> {
         BlobSaver::new(self)
     }
-
 }
 
 /// `file header ‖ sealed payload(body)`.
-fn seal_file(keys: &Keys, kind: FileKind, object: ObjectKind, body: &[u8], level: Option<i32>) -> Vec<u8> {
+fn seal_file(
+    keys: &Keys,
+    kind: FileKind,
+    object: ObjectKind,
+    body: &[u8],
+    level: Option<i32>,
+) -> Vec<u8> {
     let mut buf = vec![0u8; crypto::seal::NONCE_LEN];
     fmt::encode_payload_into(body, level.or(Some(DEFAULT_COMPRESSION_LEVEL)), &mut buf);
-    crypto::seal_into(keys.encryption(), &crypto::associated_data(object, None), &mut buf);
+    crypto::seal_into(
+        keys.encryption(),
+        &crypto::associated_data(object, None),
+        &mut buf,
+    );
     let mut out = fmt::file_header(kind).to_vec();
     out.extend_from_slice(&buf);
     out
@@ -343,24 +448,39 @@ fn seal_file(keys: &Keys, kind: FileKind, object: ObjectKind, body: &[u8], level
 
 fn check_header<'a>(bytes: &'a [u8], kind: FileKind, name: &str) -> Result<&'a [u8]> {
     fmt::check_file_header(bytes, kind).map_err(|e| match e {
-        HeaderError::Version(found) => {
-            Error::UnsupportedVersion { what: name.to_string(), found, supported: fmt::FORMAT_VERSION }
-        }
+        HeaderError::Version(found) => Error::UnsupportedVersion {
+            what: name.to_string(),
+            found,
+            supported: fmt::FORMAT_VERSION,
+        },
         HeaderError::Malformed(reason) => Error::corrupt(name, reason),
     })
 }
 
-fn open_file(keys: &Keys, bytes: &[u8], kind: FileKind, object: ObjectKind, name: &str) -> Result<Vec<u8>> {
+fn open_file(
+    keys: &Keys,
+    bytes: &[u8],
+    kind: FileKind,
+    object: ObjectKind,
+    name: &str,
+) -> Result<Vec<u8>> {
     let sealed = check_header(bytes, kind, name)?;
-    let payload = crypto::open(keys.encryption(), &crypto::associated_data(object, None), sealed)
-        .ok_or_else(|| Error::corrupt(name, "authentication failed (bit rot or tampering)"))?;
+    let payload = crypto::open(
+        keys.encryption(),
+        &crypto::associated_data(object, None),
+        sealed,
+    )
+    .ok_or_else(|| Error::corrupt(name, "authentication failed (bit rot or tampering)"))?;
     fmt::decode_payload(payload).map_err(|e| Error::corrupt(name, e))
 }
 
 /// A content-addressed file must hash to its name.
 fn check_stored_name(bytes: &[u8], id: &[u8; 32], name: &str) -> Result<()> {
     if blake3::hash(bytes).as_bytes() != id {
-        return Err(Error::corrupt(name, "contents do not match the file name's hash"));
+        return Err(Error::corrupt(
+            name,
+            "contents do not match the file name's hash",
+        ));
     }
     Ok(())
 }
@@ -372,7 +492,11 @@ mod tests {
     use crate::storage::MemoryStorage;
 
     pub(crate) fn test_options() -> InitOptions {
-        InitOptions { kdf: KdfParams::MINIMAL, pack_size: 1 << 20, ..InitOptions::default() }
+        InitOptions {
+            kdf: KdfParams::MINIMAL,
+            pack_size: 1 << 20,
+            ..InitOptions::default()
+        }
     }
 
     #[test]
@@ -387,7 +511,10 @@ mod tests {
         let mut ids = vec![a.id];
         for i in 0..40u32 {
             let mut data = vec![0u8; 50_000];
-            blake3::Hasher::new().update(&i.to_le_bytes()).finalize_xof().fill(&mut data);
+            blake3::Hasher::new()
+                .update(&i.to_le_bytes())
+                .finalize_xof()
+                .fill(&mut data);
             ids.push(saver.save(BlobKind::Data, &data).unwrap().id);
         }
         let stats = saver.finish().unwrap();
@@ -403,10 +530,18 @@ mod tests {
             assert_eq!(repo.blob_id(&data), *id);
         }
         let saver = repo.saver().unwrap();
-        assert!(!saver.save(BlobKind::Data, &vec![1u8; 300_000]).unwrap().added);
+        assert!(
+            !saver
+                .save(BlobKind::Data, &vec![1u8; 300_000])
+                .unwrap()
+                .added
+        );
         saver.finish().unwrap();
 
-        assert!(matches!(Repository::open(storage.clone(), b"nope", cache.path()), Err(Error::WrongPassword)));
+        assert!(matches!(
+            Repository::open(storage.clone(), b"nope", cache.path()),
+            Err(Error::WrongPassword)
+        ));
         assert!(matches!(
             Repository::init(storage, b"pw", &test_options(), cache.path()),
             Err(Error::RepositoryExists(_))
@@ -419,12 +554,20 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
         let saver = repo.saver().unwrap();
-        let id = saver.save(BlobKind::Data, b"some data worth keeping").unwrap().id;
+        let id = saver
+            .save(BlobKind::Data, b"some data worth keeping")
+            .unwrap()
+            .id;
         saver.finish().unwrap();
         let pack = repo.locate(&id).unwrap().pack;
         storage.remove(FileType::Pack, &pack.to_hex()).unwrap();
         let saver = repo.saver().unwrap();
-        assert!(saver.save(BlobKind::Data, b"some data worth keeping").unwrap().added);
+        assert!(
+            saver
+                .save(BlobKind::Data, b"some data worth keeping")
+                .unwrap()
+                .added
+        );
         saver.finish().unwrap();
         let repo = Repository::open(storage, b"pw", cache.path()).unwrap();
         assert_eq!(repo.load_blob(&id).unwrap(), b"some data worth keeping");
@@ -452,9 +595,15 @@ mod tests {
         let second = repo.save_snapshot(&snap).unwrap();
         let all = SnapshotFilter::default();
         assert_eq!(repo.find_snapshot("latest", &all).unwrap().0, second);
-        let h = SnapshotFilter { hosts: vec!["h".into()], ..Default::default() };
+        let h = SnapshotFilter {
+            hosts: vec!["h".into()],
+            ..Default::default()
+        };
         assert_eq!(repo.find_snapshot("latest", &h).unwrap().0, first);
-        assert_eq!(repo.find_snapshot(&first.to_hex()[..10], &all).unwrap().0, first);
+        assert_eq!(
+            repo.find_snapshot(&first.to_hex()[..10], &all).unwrap().0,
+            first
+        );
         assert!(repo.find_snapshot("xyz", &all).is_err());
     }
 }

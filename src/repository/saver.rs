@@ -105,7 +105,10 @@ impl<'r> BlobSaver<'r> {
         Ok(BlobSaver {
             repo,
             shared,
-            open: [Mutex::new(OpenPack::default()), Mutex::new(OpenPack::default())],
+            open: [
+                Mutex::new(OpenPack::default()),
+                Mutex::new(OpenPack::default()),
+            ],
             sender: Some(sender),
             writer: Some(writer),
         })
@@ -147,7 +150,11 @@ impl<'r> BlobSaver<'r> {
             BlobKind::Data => ObjectKind::DataBlob,
             BlobKind::Tree => ObjectKind::TreeBlob,
         };
-        crypto::seal_into(self.repo.keys().encryption(), &crypto::associated_data(object, Some(&id.0)), &mut sealed);
+        crypto::seal_into(
+            self.repo.keys().encryption(),
+            &crypto::associated_data(object, Some(&id.0)),
+            &mut sealed,
+        );
 
         let full = {
             let mut open = lock(&self.open[kind as usize - 1]);
@@ -159,7 +166,8 @@ impl<'r> BlobSaver<'r> {
                 raw_length: plaintext.len() as u32,
             };
             if open.buf.capacity() == 0 {
-                open.buf.reserve(self.repo.config().pack_size as usize + (1 << 20));
+                open.buf
+                    .reserve(self.repo.config().pack_size as usize + (1 << 20));
             }
             open.buf.extend_from_slice(&sealed);
             open.entries.push(entry);
@@ -183,9 +191,14 @@ impl<'r> BlobSaver<'r> {
     }
 
     fn send(&self, pack: OpenPack) -> Result<()> {
-        let sender = self.sender.as_ref().ok_or_else(|| Error::invalid("blob saver already finished"))?;
+        let sender = self
+            .sender
+            .as_ref()
+            .ok_or_else(|| Error::invalid("blob saver already finished"))?;
         sender.send(pack).map_err(|_| {
-            lock(&self.shared.error).take().unwrap_or_else(|| Error::invalid("the pack writer stopped unexpectedly"))
+            lock(&self.shared.error)
+                .take()
+                .unwrap_or_else(|| Error::invalid("the pack writer stopped unexpectedly"))
         })
     }
 
@@ -200,7 +213,9 @@ impl<'r> BlobSaver<'r> {
         }
         self.sender = None;
         if let Some(writer) = self.writer.take() {
-            writer.join().map_err(|_| Error::invalid("the pack writer panicked"))?;
+            writer
+                .join()
+                .map_err(|_| Error::invalid("the pack writer panicked"))?;
         }
         self.check_error()?;
         RepoHandles::new(self.repo)?.write_index(&self.shared, true)?;
@@ -228,7 +243,11 @@ struct RepoHandles {
 
 impl RepoHandles {
     fn new(repo: &Repository) -> Result<Self> {
-        Ok(RepoHandles { storage: Arc::clone(&repo.storage), keys: repo.keys.clone(), index: repo.shared_index()? })
+        Ok(RepoHandles {
+            storage: Arc::clone(&repo.storage),
+            keys: repo.keys.clone(),
+            index: repo.shared_index()?,
+        })
     }
 
     fn write_pack(&self, mut pack: OpenPack, shared: &Shared) -> Result<()> {
@@ -236,14 +255,24 @@ impl RepoHandles {
         pack::encode_entries(&pack.entries, &mut w);
         let mut header = vec![0u8; crypto::seal::NONCE_LEN];
         fmt::encode_payload_into(&w.buf, None, &mut header);
-        crypto::seal_into(self.keys.encryption(), &crypto::associated_data(ObjectKind::PackHeader, None), &mut header);
+        crypto::seal_into(
+            self.keys.encryption(),
+            &crypto::associated_data(ObjectKind::PackHeader, None),
+            &mut header,
+        );
         pack.buf.extend_from_slice(&header);
-        pack.buf.extend_from_slice(&pack::encode_trailer(header.len() as u32));
+        pack.buf
+            .extend_from_slice(&pack::encode_trailer(header.len() as u32));
         let id = PackId::of_stored_bytes(&pack.buf);
-        self.storage.write(FileType::Pack, &id.to_hex(), &pack.buf)?;
+        self.storage
+            .write(FileType::Pack, &id.to_hex(), &pack.buf)?;
         let count = {
             let mut written = lock(&shared.written);
-            written.push(IndexedPack { id, size: pack.buf.len() as u64, blobs: pack.entries });
+            written.push(IndexedPack {
+                id,
+                size: pack.buf.len() as u64,
+                blobs: pack.entries,
+            });
             written.iter().map(|p| p.blobs.len()).sum::<usize>()
         };
         lock(&shared.stats).packs_written += 1;
@@ -260,8 +289,17 @@ impl RepoHandles {
         if packs.is_empty() {
             return Ok(());
         }
-        let segment = IndexSegment { packs, supersedes: Vec::new() };
-        let bytes = super::seal_file(&self.keys, fmt::FileKind::Index, ObjectKind::IndexSegment, &segment.encode_body(), None);
+        let segment = IndexSegment {
+            packs,
+            supersedes: Vec::new(),
+        };
+        let bytes = super::seal_file(
+            &self.keys,
+            fmt::FileKind::Index,
+            ObjectKind::IndexSegment,
+            &segment.encode_body(),
+            None,
+        );
         let id = IndexId::of_stored_bytes(&bytes);
         self.storage.write(FileType::Index, &id.to_hex(), &bytes)?;
         self.index.add_segment(id, &segment)?;

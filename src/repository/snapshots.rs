@@ -29,9 +29,16 @@ impl SnapshotFilter {
 impl Repository {
     /// Writes a snapshot. Call only once every blob it references is durable and indexed.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
-        let bytes = seal_file(&self.keys, FileKind::Snapshot, ObjectKind::Snapshot, &snapshot.encode_body(), None);
+        let bytes = seal_file(
+            &self.keys,
+            FileKind::Snapshot,
+            ObjectKind::Snapshot,
+            &snapshot.encode_body(),
+            None,
+        );
         let id = SnapshotId::of_stored_bytes(&bytes);
-        self.storage.write(FileType::Snapshot, &id.to_hex(), &bytes)?;
+        self.storage
+            .write(FileType::Snapshot, &id.to_hex(), &bytes)?;
         Ok(id)
     }
 
@@ -43,11 +50,23 @@ impl Repository {
             return Ok(snapshot);
         }
         let name = FileType::Snapshot.relative_path(&id.to_hex());
-        let bytes = self.storage.read(FileType::Snapshot, &id.to_hex()).map_err(|e| {
-            if e.is_not_found() { Error::NotFound(format!("snapshot {id}")) } else { e }
-        })?;
+        let bytes = self
+            .read_bounded(FileType::Snapshot, &id.to_hex())
+            .map_err(|e| {
+                if e.is_not_found() {
+                    Error::NotFound(format!("snapshot {id}"))
+                } else {
+                    e
+                }
+            })?;
         check_stored_name(&bytes, &id.0, &name)?;
-        let body = open_file(&self.keys, &bytes, FileKind::Snapshot, ObjectKind::Snapshot, &name)?;
+        let body = open_file(
+            &self.keys,
+            &bytes,
+            FileKind::Snapshot,
+            ObjectKind::Snapshot,
+            &name,
+        )?;
         let snapshot = Snapshot::decode_body(&body).map_err(|e| Error::corrupt(&name, e))?;
         if let Some(cache) = cache {
             // The cache is an optimisation; failing to fill it changes nothing.
@@ -58,26 +77,42 @@ impl Repository {
 
     /// Every snapshot, oldest first.
     pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let ids: Vec<SnapshotId> =
-            self.storage.list(FileType::Snapshot)?.iter().filter_map(|f| f.name.parse().ok()).collect();
-        let mut out: Vec<(SnapshotId, Snapshot)> =
-            ids.par_iter().map(|id| Ok((*id, self.load_snapshot(id)?))).collect::<Result<_>>()?;
+        let ids: Vec<SnapshotId> = self
+            .storage
+            .list(FileType::Snapshot)?
+            .iter()
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
+        let mut out: Vec<(SnapshotId, Snapshot)> = ids
+            .par_iter()
+            .map(|id| Ok((*id, self.load_snapshot(id)?)))
+            .collect::<Result<_>>()?;
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(out)
     }
 
     /// Resolves `latest` (newest matching `filter`), a full id or a unique id prefix.
-    pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<(SnapshotId, Snapshot)> {
+    pub fn find_snapshot(
+        &self,
+        spec: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
             return self
                 .list_snapshots()?
                 .into_iter()
                 .rev()
                 .find(|(_, s)| filter.matches(s))
-                .ok_or_else(|| Error::NotFound("a snapshot matching the filter (the repository may be empty)".into()));
+                .ok_or_else(|| {
+                    Error::NotFound(
+                        "a snapshot matching the filter (the repository may be empty)".into(),
+                    )
+                });
         }
         if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::invalid(format!("{spec:?} is neither `latest` nor a snapshot id")));
+            return Err(Error::invalid(format!(
+                "{spec:?} is neither `latest` nor a snapshot id"
+            )));
         }
         let spec = spec.to_ascii_lowercase();
         let matches: Vec<SnapshotId> = self
@@ -90,7 +125,10 @@ impl Repository {
         match matches.as_slice() {
             [id] => Ok((*id, self.load_snapshot(id)?)),
             [] => Err(Error::NotFound(format!("snapshot {spec}"))),
-            _ => Err(Error::invalid(format!("snapshot id prefix {spec} is ambiguous ({} matches)", matches.len()))),
+            _ => Err(Error::invalid(format!(
+                "snapshot id prefix {spec} is ambiguous ({} matches)",
+                matches.len()
+            ))),
         }
     }
 }

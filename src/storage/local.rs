@@ -27,7 +27,9 @@ impl LocalStorage {
             return Ok(self.root.join("config"));
         }
         if !is_valid_name(name) {
-            return Err(Error::invalid(format!("{name:?} is not a repository file name")));
+            return Err(Error::invalid(format!(
+                "{name:?} is not a repository file name"
+            )));
         }
         Ok(self.root.join(ty.relative_path(name)))
     }
@@ -64,7 +66,10 @@ impl Storage for LocalStorage {
             FileType::Config => {
                 let path = self.root.join("config");
                 return match fs::metadata(&path) {
-                    Ok(m) => Ok(vec![FileInfo { name: "config".into(), size: m.len() }]),
+                    Ok(m) => Ok(vec![FileInfo {
+                        name: "config".into(),
+                        size: m.len(),
+                    }]),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
                     Err(e) => Err(Error::io(path, e)),
                 };
@@ -84,13 +89,18 @@ impl Storage for LocalStorage {
         for dir in dirs {
             for entry in fs::read_dir(&dir).at(&dir)? {
                 let entry = entry.at(&dir)?;
-                let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
                 if !is_valid_name(&name) {
                     continue;
                 }
                 let meta = entry.metadata().at(entry.path())?;
                 if meta.is_file() {
-                    out.push(FileInfo { name, size: meta.len() });
+                    out.push(FileInfo {
+                        name,
+                        size: meta.len(),
+                    });
                 }
             }
         }
@@ -126,7 +136,11 @@ impl Storage for LocalStorage {
         let nonce: [u8; 8] = crate::crypto::random_bytes();
         let tmp = dir.join(format!(".tmp-{}", hex::encode(nonce)));
         let result = (|| {
-            let mut file = File::options().write(true).create_new(true).open(&tmp).at(&tmp)?;
+            let mut file = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .at(&tmp)?;
             file.write_all(data).at(&tmp)?;
             file.sync_all().at(&tmp)?;
             drop(file);

@@ -46,21 +46,34 @@ impl Storage for MemoryStorage {
             .files()
             .iter()
             .filter(|((t, _), _)| *t == ty)
-            .map(|((_, name), data)| FileInfo { name: name.clone(), size: data.len() as u64 })
+            .map(|((_, name), data)| FileInfo {
+                name: name.clone(),
+                size: data.len() as u64,
+            })
             .collect())
     }
 
     fn read(&self, ty: FileType, name: &str) -> Result<Vec<u8>> {
-        self.files().get(&(ty, name.to_string())).cloned().ok_or_else(|| not_found(ty, name))
+        self.files()
+            .get(&(ty, name.to_string()))
+            .cloned()
+            .ok_or_else(|| not_found(ty, name))
     }
 
     fn read_range(&self, ty: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let files = self.files();
-        let data = files.get(&(ty, name.to_string())).ok_or_else(|| not_found(ty, name))?;
+        let data = files
+            .get(&(ty, name.to_string()))
+            .ok_or_else(|| not_found(ty, name))?;
         let start = offset as usize;
         data.get(start..start.saturating_add(len))
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| Error::corrupt(ty.relative_path(name), format!("shorter than expected: cannot read {len} bytes at offset {offset}")))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    ty.relative_path(name),
+                    format!("shorter than expected: cannot read {len} bytes at offset {offset}"),
+                )
+            })
     }
 
     fn write(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()> {
@@ -69,11 +82,17 @@ impl Storage for MemoryStorage {
     }
 
     fn remove(&self, ty: FileType, name: &str) -> Result<()> {
-        self.files().remove(&(ty, name.to_string())).map(|_| ()).ok_or_else(|| not_found(ty, name))
+        self.files()
+            .remove(&(ty, name.to_string()))
+            .map(|_| ())
+            .ok_or_else(|| not_found(ty, name))
     }
 
     fn size(&self, ty: FileType, name: &str) -> Result<u64> {
-        self.files().get(&(ty, name.to_string())).map(|d| d.len() as u64).ok_or_else(|| not_found(ty, name))
+        self.files()
+            .get(&(ty, name.to_string()))
+            .map(|d| d.len() as u64)
+            .ok_or_else(|| not_found(ty, name))
     }
 }
 

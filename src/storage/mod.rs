@@ -22,8 +22,14 @@ pub enum FileType {
 }
 
 impl FileType {
-    pub const ALL: [FileType; 6] =
-        [FileType::Config, FileType::Key, FileType::Pack, FileType::Index, FileType::Snapshot, FileType::Lock];
+    pub const ALL: [FileType; 6] = [
+        FileType::Config,
+        FileType::Key,
+        FileType::Pack,
+        FileType::Index,
+        FileType::Snapshot,
+        FileType::Lock,
+    ];
 
     /// The folder holding this kind of file (empty for `config`).
     pub fn dir(self) -> &'static str {
@@ -56,7 +62,10 @@ pub struct FileInfo {
 
 /// Whether `name` can be a repository file name: 64 lowercase hex digits.
 pub fn is_valid_name(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 pub trait Storage: Send + Sync {
@@ -85,17 +94,33 @@ pub(crate) mod contract {
         storage.create().unwrap();
         let name = "ab".to_string() + &"0".repeat(62);
         assert!(storage.list(FileType::Pack).unwrap().is_empty());
-        storage.write(FileType::Pack, &name, b"hello world").unwrap();
+        storage
+            .write(FileType::Pack, &name, b"hello world")
+            .unwrap();
         assert_eq!(storage.read(FileType::Pack, &name).unwrap(), b"hello world");
-        assert_eq!(storage.read_range(FileType::Pack, &name, 6, 5).unwrap(), b"world");
+        assert_eq!(
+            storage.read_range(FileType::Pack, &name, 6, 5).unwrap(),
+            b"world"
+        );
         assert!(storage.read_range(FileType::Pack, &name, 6, 6).is_err());
         assert_eq!(storage.size(FileType::Pack, &name).unwrap(), 11);
-        assert_eq!(storage.list(FileType::Pack).unwrap(), vec![FileInfo { name: name.clone(), size: 11 }]);
+        assert_eq!(
+            storage.list(FileType::Pack).unwrap(),
+            vec![FileInfo {
+                name: name.clone(),
+                size: 11
+            }]
+        );
         assert!(storage.list(FileType::Index).unwrap().is_empty());
         storage.write(FileType::Config, "config", b"cfg").unwrap();
         assert_eq!(storage.read(FileType::Config, "config").unwrap(), b"cfg");
         storage.remove(FileType::Pack, &name).unwrap();
-        assert!(storage.read(FileType::Pack, &name).unwrap_err().is_not_found());
+        assert!(
+            storage
+                .read(FileType::Pack, &name)
+                .unwrap_err()
+                .is_not_found()
+        );
         assert!(storage.list(FileType::Pack).unwrap().is_empty());
     }
 }

@@ -25,8 +25,14 @@ const SEGMENT_LEN: usize = 16 << 20;
 fn open_source(path: &Path) -> std::io::Result<File> {
     let base = libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // O_NOATIME keeps backups from touching access times, but only the owner may use it.
-    match File::options().read(true).custom_flags(base | libc::O_NOATIME).open(path) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::options().read(true).custom_flags(base).open(path),
+    match File::options()
+        .read(true)
+        .custom_flags(base | libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            File::options().read(true).custom_flags(base).open(path)
+        }
         other => other,
     }
 }
@@ -64,7 +70,11 @@ fn save_chunks(ctx: &Context<'_>, data: &[u8], lengths: &[usize]) -> Result<Vec<
 pub(crate) fn read_content(ctx: &Context<'_>, path: &Path, node: &mut Node) -> Result<()> {
     let key = (node.device, node.inode);
     if node.links > 1
-        && let Some((content, size)) = ctx.hard_links.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+        && let Some((content, size)) = ctx
+            .hard_links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
     {
         node.content = content.clone();
         node.size = *size;
@@ -93,14 +103,21 @@ pub(crate) fn read_content(ctx: &Context<'_>, path: &Path, node: &mut Node) -> R
         // so that chunking in segments cuts exactly where chunking the whole file would.
         let keep = lengths.last().copied().unwrap_or(0);
         let done = buf.len() - keep;
-        content.extend(save_chunks(ctx, &buf[..done], &lengths[..lengths.len().saturating_sub(1)])?);
+        content.extend(save_chunks(
+            ctx,
+            &buf[..done],
+            &lengths[..lengths.len().saturating_sub(1)],
+        )?);
         buf.drain(..done);
         want = SEGMENT_LEN.max(max_chunk);
     }
     node.content = content;
     node.size = total;
     if node.links > 1 {
-        ctx.hard_links.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (node.content.clone(), total));
+        ctx.hard_links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (node.content.clone(), total));
     }
     Ok(())
 }

@@ -52,6 +52,9 @@ pub struct BackupReport {
     pub bytes_read: u64,
 }
 
+/// Content and size of hard-linked files already read, by (device, inode).
+pub(crate) type HardLinks = std::collections::HashMap<(u64, u64), (Vec<BlobId>, u64)>;
+
 /// State shared by every thread of one backup.
 pub(crate) struct Context<'r> {
     pub repo: &'r Repository,
@@ -67,13 +70,16 @@ pub(crate) struct Context<'r> {
     pub bytes_read: AtomicU64,
     pub progress: &'r dyn Progress,
     /// Content of hard-linked files already read in this backup, by (device, inode).
-    pub hard_links: Mutex<std::collections::HashMap<(u64, u64), (Vec<BlobId>, u64)>>,
+    pub hard_links: Mutex<HardLinks>,
 }
 
 impl Context<'_> {
     pub fn problem(&self, path: &Path, message: impl std::fmt::Display) {
         let mut problems = self.problems.lock().unwrap_or_else(|e| e.into_inner());
-        problems.push(Problem { path: path.display().to_string(), message: message.to_string() });
+        problems.push(Problem {
+            path: path.display().to_string(),
+            message: message.to_string(),
+        });
     }
 
     pub fn save_tree(&self, tree: &Tree) -> Result<BlobId> {
@@ -96,22 +102,38 @@ impl Excludes {
                 .literal_separator(true)
                 .build()
                 .map_err(|e| Error::invalid(format!("exclude pattern {p:?}: {e}")))?;
-            if p.contains('/') { by_path.add(glob) } else { by_name.add(glob) };
+            if p.contains('/') {
+                by_path.add(glob)
+            } else {
+                by_name.add(glob)
+            };
         }
-        let build = |b: globset::GlobSetBuilder| b.build().map_err(|e| Error::invalid(format!("exclude patterns: {e}")));
-        Ok(Excludes { by_path: build(by_path)?, by_name: build(by_name)? })
+        let build = |b: globset::GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::invalid(format!("exclude patterns: {e}")))
+        };
+        Ok(Excludes {
+            by_path: build(by_path)?,
+            by_name: build(by_name)?,
+        })
     }
 
     pub fn is_excluded(&self, path: &Path) -> bool {
         (!self.by_path.is_empty() && self.by_path.is_match(path))
-            || (!self.by_name.is_empty() && path.file_name().is_some_and(|n| self.by_name.is_match(n)))
+            || (!self.by_name.is_empty()
+                && path.file_name().is_some_and(|n| self.by_name.is_match(n)))
     }
 }
 
 /// Reads an exclude file: one pattern per line; blank lines and `#` comments are skipped.
 pub fn read_exclude_file(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).at(path)?;
-    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect())
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Makes a path absolute and removes `.` and `..` lexically (symlinks are not followed,
@@ -156,9 +178,13 @@ fn build_virtual(paths: &[PathBuf]) -> BTreeMap<Vec<u8>, Virtual> {
         for (i, name) in names.iter().enumerate() {
             so_far.push(std::ffi::OsStr::from_bytes(name));
             let last = i + 1 == names.len();
-            let entry = level
-                .entry(name.clone())
-                .or_insert_with(|| if last { Virtual::Source(so_far.clone()) } else { Virtual::Ancestor(so_far.clone(), BTreeMap::new()) });
+            let entry = level.entry(name.clone()).or_insert_with(|| {
+                if last {
+                    Virtual::Source(so_far.clone())
+                } else {
+                    Virtual::Ancestor(so_far.clone(), BTreeMap::new())
+                }
+            });
             if last {
                 *entry = Virtual::Source(so_far.clone());
                 break;
@@ -173,7 +199,11 @@ fn build_virtual(paths: &[PathBuf]) -> BTreeMap<Vec<u8>, Virtual> {
 }
 
 /// Backs up `options.paths` into a new snapshot.
-pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+pub fn backup(
+    repo: &Repository,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
     let started = Instant::now();
     let time = crate::platform::now();
     if options.paths.is_empty() {
@@ -191,12 +221,21 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         v.dedup();
         v
     };
-    let host = options.host.clone().unwrap_or_else(crate::platform::hostname);
+    let host = options
+        .host
+        .clone()
+        .unwrap_or_else(crate::platform::hostname);
     let parent = match &options.parent {
         Some(spec) => Some(repo.find_snapshot(spec, &SnapshotFilter::default())?),
         None => {
-            let filter = SnapshotFilter { hosts: vec![host.clone()], ..Default::default() };
-            repo.list_snapshots()?.into_iter().rev().find(|(_, s)| filter.matches(s) && s.paths == path_strings)
+            let filter = SnapshotFilter {
+                hosts: vec![host.clone()],
+                ..Default::default()
+            };
+            repo.list_snapshots()?
+                .into_iter()
+                .rev()
+                .find(|(_, s)| filter.matches(s) && s.paths == path_strings)
         }
     };
     let parent_tree = match &parent {
@@ -223,7 +262,16 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
     let root = walk::virtual_tree(&ctx, &virtual_root, parent_tree.as_ref())?;
     let root_id = ctx.save_tree(&root)?;
 
-    let Context { saver, problems, files_new, files_changed, files_unchanged, dirs, bytes_read, .. } = ctx;
+    let Context {
+        saver,
+        problems,
+        files_new,
+        files_changed,
+        files_unchanged,
+        dirs,
+        bytes_read,
+        ..
+    } = ctx;
     let stats = saver.finish()?;
     let problems = problems.into_inner().unwrap_or_else(|e| e.into_inner());
     let summary = Summary {
@@ -269,16 +317,26 @@ mod tests {
 
     #[test]
     fn source_paths_nest_under_their_ancestors() {
-        let v = build_virtual(&[PathBuf::from("/srv/a"), PathBuf::from("/srv/b/c"), PathBuf::from("/srv/a/x")]);
-        let Some(Virtual::Ancestor(p, srv)) = v.get(b"srv".as_slice()) else { panic!("{v:?}") };
+        let v = build_virtual(&[
+            PathBuf::from("/srv/a"),
+            PathBuf::from("/srv/b/c"),
+            PathBuf::from("/srv/a/x"),
+        ]);
+        let Some(Virtual::Ancestor(p, srv)) = v.get(b"srv".as_slice()) else {
+            panic!("{v:?}")
+        };
         assert_eq!(p, Path::new("/srv"));
         assert!(matches!(srv.get(b"a".as_slice()), Some(Virtual::Source(_))));
-        assert!(matches!(srv.get(b"b".as_slice()), Some(Virtual::Ancestor(_, _))));
+        assert!(matches!(
+            srv.get(b"b".as_slice()),
+            Some(Virtual::Ancestor(_, _))
+        ));
     }
 
     #[test]
     fn excludes_match_names_and_paths() {
-        let ex = Excludes::new(&["*.tmp".into(), "/srv/cache/**".into(), "/srv/skip".into()]).unwrap();
+        let ex =
+            Excludes::new(&["*.tmp".into(), "/srv/cache/**".into(), "/srv/skip".into()]).unwrap();
         assert!(ex.is_excluded(Path::new("/srv/a/x.tmp")));
         assert!(ex.is_excluded(Path::new("/srv/cache/a/b")));
         assert!(ex.is_excluded(Path::new("/srv/skip")));
@@ -288,6 +346,9 @@ mod tests {
 
     #[test]
     fn paths_are_made_absolute_lexically() {
-        assert_eq!(absolute_path(Path::new("/a/./b/../c")).unwrap(), PathBuf::from("/a/c"));
+        assert_eq!(
+            absolute_path(Path::new("/a/./b/../c")).unwrap(),
+            PathBuf::from("/a/c")
+        );
     }
 }

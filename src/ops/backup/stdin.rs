@@ -25,7 +25,11 @@ pub struct StdinOptions {
 const BATCH: usize = 8;
 
 /// Stores everything `reader` yields as the file `options.filename` of a new snapshot.
-pub fn backup_stdin(repo: &Repository, reader: impl Read, options: &StdinOptions) -> Result<BackupReport> {
+pub fn backup_stdin(
+    repo: &Repository,
+    reader: impl Read,
+    options: &StdinOptions,
+) -> Result<BackupReport> {
     let started = Instant::now();
     let time = crate::platform::now();
     if !is_safe_name(options.filename.as_bytes()) {
@@ -38,8 +42,10 @@ pub fn backup_stdin(repo: &Repository, reader: impl Read, options: &StdinOptions
     let mut content: Vec<BlobId> = Vec::new();
     let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
     let flush = |batch: &mut Vec<Vec<u8>>, content: &mut Vec<BlobId>| -> Result<()> {
-        let ids: Vec<BlobId> =
-            batch.par_iter().map(|c| saver.save(BlobKind::Data, c).map(|s| s.id)).collect::<Result<_>>()?;
+        let ids: Vec<BlobId> = batch
+            .par_iter()
+            .map(|c| saver.save(BlobKind::Data, c).map(|s| s.id))
+            .collect::<Result<_>>()?;
         content.extend(ids);
         batch.clear();
         Ok(())
@@ -80,7 +86,10 @@ pub fn backup_stdin(repo: &Repository, reader: impl Read, options: &StdinOptions
     let stats = saver.finish()?;
     let snapshot = Snapshot {
         time,
-        host: options.host.clone().unwrap_or_else(crate::platform::hostname),
+        host: options
+            .host
+            .clone()
+            .unwrap_or_else(crate::platform::hostname),
         user: crate::platform::username(),
         paths: vec![format!("/{}", options.filename)],
         tags: options.tags.clone(),
@@ -97,5 +106,11 @@ pub fn backup_stdin(repo: &Repository, reader: impl Read, options: &StdinOptions
         },
     };
     let snapshot_id = repo.save_snapshot(&snapshot)?;
-    Ok(BackupReport { snapshot_id, parent: None, bytes_read: total, snapshot, problems: Vec::new() })
+    Ok(BackupReport {
+        snapshot_id,
+        parent: None,
+        bytes_read: total,
+        snapshot,
+        problems: Vec::new(),
+    })
 }

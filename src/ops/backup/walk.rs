@@ -41,9 +41,19 @@ pub(crate) fn node_from_metadata(name: &[u8], meta: &Metadata) -> Node {
         gid: meta.gid(),
         user: crate::platform::user_name(meta.uid()).unwrap_or_default(),
         group: crate::platform::group_name(meta.gid()).unwrap_or_default(),
-        mtime: Timestamp { secs: meta.mtime(), nanos: meta.mtime_nsec() as u32 },
-        ctime: Timestamp { secs: meta.ctime(), nanos: meta.ctime_nsec() as u32 },
-        size: if kind == NodeKind::File { meta.size() } else { 0 },
+        mtime: Timestamp {
+            secs: meta.mtime(),
+            nanos: meta.mtime_nsec() as u32,
+        },
+        ctime: Timestamp {
+            secs: meta.ctime(),
+            nanos: meta.ctime_nsec() as u32,
+        },
+        size: if kind == NodeKind::File {
+            meta.size()
+        } else {
+            0
+        },
         inode: meta.ino(),
         device: meta.dev(),
         links: meta.nlink(),
@@ -55,7 +65,9 @@ pub(crate) fn node_from_metadata(name: &[u8], meta: &Metadata) -> Node {
 
 /// Extended attributes of `path` (not following symlinks), sorted by name.
 fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Ok(names) = xattr::list(path) else { return Vec::new() };
+    let Ok(names) = xattr::list(path) else {
+        return Vec::new();
+    };
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = names
         .filter_map(|n| {
             let value = xattr::get(path, &n).ok().flatten()?;
@@ -77,7 +89,11 @@ fn unchanged(old: &Node, new: &Node) -> bool {
 }
 
 /// The tree of the virtual root (the source paths' ancestors).
-pub(crate) fn virtual_tree(ctx: &Context<'_>, level: &BTreeMap<Vec<u8>, Virtual>, parent: Option<&Tree>) -> Result<Tree> {
+pub(crate) fn virtual_tree(
+    ctx: &Context<'_>,
+    level: &BTreeMap<Vec<u8>, Virtual>,
+    parent: Option<&Tree>,
+) -> Result<Tree> {
     let nodes: Vec<Option<Node>> = level
         .par_iter()
         .map(|(name, v)| {
@@ -111,7 +127,9 @@ pub(crate) fn virtual_tree(ctx: &Context<'_>, level: &BTreeMap<Vec<u8>, Virtual>
             }
         })
         .collect::<Result<_>>()?;
-    let mut tree = Tree { nodes: nodes.into_iter().flatten().collect() };
+    let mut tree = Tree {
+        nodes: nodes.into_iter().flatten().collect(),
+    };
     tree.sort();
     Ok(tree)
 }
@@ -123,7 +141,13 @@ fn load_parent_subtree(ctx: &Context<'_>, old: Option<&Node>) -> Option<Tree> {
 }
 
 /// The node for one source entry of any kind; `None` when it could not be recorded.
-fn entry_node(ctx: &Context<'_>, path: &Path, name: &[u8], meta: &Metadata, old: Option<&Node>) -> Result<Option<Node>> {
+fn entry_node(
+    ctx: &Context<'_>,
+    path: &Path,
+    name: &[u8],
+    meta: &Metadata,
+    old: Option<&Node>,
+) -> Result<Option<Node>> {
     let mut node = node_from_metadata(name, meta);
     match node.kind {
         NodeKind::File => {
@@ -150,7 +174,12 @@ fn entry_node(ctx: &Context<'_>, path: &Path, name: &[u8], meta: &Metadata, old:
                 }
                 Err(e) => return Err(e),
             }
-            if old.is_some() { &ctx.files_changed } else { &ctx.files_new }.fetch_add(1, Ordering::Relaxed);
+            if old.is_some() {
+                &ctx.files_changed
+            } else {
+                &ctx.files_new
+            }
+            .fetch_add(1, Ordering::Relaxed);
         }
         NodeKind::Dir => {
             ctx.dirs.fetch_add(1, Ordering::Relaxed);
@@ -230,5 +259,7 @@ fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<&Tree>) -> R
             entry_node(ctx, &path, name, &meta, old_node)
         })
         .collect::<Result<_>>()?;
-    Ok(Tree { nodes: nodes.into_iter().flatten().collect() })
+    Ok(Tree {
+        nodes: nodes.into_iter().flatten().collect(),
+    })
 }
