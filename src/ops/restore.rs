@@ -125,6 +125,7 @@ fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resu
     let base_names = tree_walk::split_path(&options.path);
     let base: PathBuf = base_names.iter().map(|n| OsStr::from_bytes(n)).collect();
     let mut entries: Vec<(PathBuf, Node)> = Vec::new();
+    let mut damaged: Vec<Problem> = Vec::new();
     let target = tree_walk::resolve(repo, root, &options.path)?;
     let strip = |p: &Path| -> PathBuf {
         p.strip_prefix(&base)
@@ -143,27 +144,38 @@ fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resu
             let sub = target
                 .subtree()
                 .ok_or_else(|| Error::invalid("nothing to restore"))?;
-            tree_walk::walk(repo, &sub, &base, &mut |path, node| {
+            // A directory whose tree is damaged is restored empty and reported; the rest
+            // of the snapshot is still restored.
+            let mut visit = |path: &Path, node: &Node| {
                 let shown = PathBuf::from("/").join(path);
                 if excludes.is_excluded(&shown) {
                     return Ok(false);
                 }
                 entries.push((strip(path), node.clone()));
                 Ok(true)
+            };
+            tree_walk::walk_around_damage(repo, &sub, &base, &mut visit, &mut |path, e| {
+                damaged.push(Problem {
+                    path: tree_walk::display_path(path),
+                    message: format!("the directory's contents cannot be read: {e}"),
+                })
             })?;
         }
     }
     if filtering {
         // Keep included entries, everything below included directories, and the
         // directories needed to hold them.
+        // Parents come before their children, so an entry is below an included one
+        // exactly when one of its ancestors is already kept (a lookup per ancestor, not a
+        // scan of everything kept so far).
         let mut keep = vec![false; entries.len()];
-        let mut included_dirs: Vec<PathBuf> = Vec::new();
+        let mut kept: std::collections::HashSet<PathBuf> = Default::default();
         let mut needed: std::collections::HashSet<PathBuf> = Default::default();
         for (i, (rel, _)) in entries.iter().enumerate() {
             let shown = PathBuf::from("/").join(&base).join(rel);
-            if includes.is_excluded(&shown) || included_dirs.iter().any(|d| rel.starts_with(d)) {
+            if includes.is_excluded(&shown) || rel.ancestors().skip(1).any(|a| kept.contains(a)) {
                 keep[i] = true;
-                included_dirs.push(rel.clone());
+                kept.insert(rel.clone());
                 let mut a = rel.parent();
                 while let Some(p) = a.filter(|p| !p.as_os_str().is_empty()) {
                     needed.insert(p.to_path_buf());
@@ -183,7 +195,7 @@ fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resu
         items: Vec::new(),
         files: Vec::new(),
         packs: HashMap::new(),
-        problems: Vec::new(),
+        problems: damaged,
     };
     let mut first_link: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut blob_slot: HashMap<BlobId, (PackId, usize)> = HashMap::new();
@@ -561,16 +573,15 @@ fn create_special(path: &Path, node: &Node) -> Result<()> {
     }
 }
 
-/// Sets owner (as root), permissions, extended attributes and times, never following a
+/// Sets owner (as root), extended attributes, permissions and times, never following a
 /// symlink. The restore target's own root keeps its owner and mode.
 fn apply_metadata(path: &Path, node: &Node, is_target_root: bool) -> Result<()> {
     let is_link = node.kind == NodeKind::Symlink;
     if crate::platform::is_root() && !is_target_root {
         std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)).at(path)?;
     }
-    if !is_link && !is_target_root {
-        fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777)).at(path)?;
-    }
+    // Extended attributes before the mode: setting them needs write permission, which a
+    // read-only mode would take away from an ordinary user.
     for (name, value) in &node.xattrs {
         if let Err(e) = xattr::set(path, OsStr::from_bytes(name), value)
             && e.raw_os_error() != Some(libc::ENOTSUP)
@@ -578,6 +589,9 @@ fn apply_metadata(path: &Path, node: &Node, is_target_root: bool) -> Result<()> 
         {
             return Err(Error::io(path, e));
         }
+    }
+    if !is_link && !is_target_root {
+        fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777)).at(path)?;
     }
     if !is_target_root {
         let c = std::ffi::CString::new(path.as_os_str().as_bytes())

@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::tree::{Node, NodeKind};
+use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::BlobId;
 use crate::repository::Repository;
 
@@ -64,7 +64,39 @@ pub fn walk(
     prefix: &Path,
     visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
 ) -> Result<()> {
-    let tree = repo.load_tree(tree)?;
+    walk_tree(repo, &repo.load_tree(tree)?, prefix, visit, &mut |_, e| {
+        Err(e)
+    })
+}
+
+/// Like [`walk`], but a directory below `tree` whose own tree cannot be loaded is handed to
+/// `damaged` with the error and its contents skipped, so the rest is still visited.
+pub fn walk_around_damage(
+    repo: &Repository,
+    tree: &BlobId,
+    prefix: &Path,
+    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
+    damaged: &mut dyn FnMut(&Path, Error),
+) -> Result<()> {
+    walk_tree(
+        repo,
+        &repo.load_tree(tree)?,
+        prefix,
+        visit,
+        &mut |path, e| {
+            damaged(path, e);
+            Ok(())
+        },
+    )
+}
+
+fn walk_tree(
+    repo: &Repository,
+    tree: &Tree,
+    prefix: &Path,
+    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
+    on_damage: &mut dyn FnMut(&Path, Error) -> Result<()>,
+) -> Result<()> {
     for node in &tree.nodes {
         let path = prefix.join(OsStr::from_bytes(&node.name));
         let descend = visit(&path, node)?;
@@ -72,7 +104,10 @@ pub fn walk(
             && node.kind == NodeKind::Dir
             && let Some(sub) = &node.subtree
         {
-            walk(repo, sub, &path, visit)?;
+            match repo.load_tree(sub) {
+                Ok(subtree) => walk_tree(repo, &subtree, &path, visit, on_damage)?,
+                Err(e) => on_damage(&path, e)?,
+            }
         }
     }
     Ok(())
