@@ -114,6 +114,8 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let target = &options.target;
     fs::create_dir_all(target).at(target)?;
+    // Read every blob from a copy whose pack is still there.
+    repo.forget_missing_packs()?;
     let plan = make_plan(repo, root, options)?;
     execute(repo, plan, target, progress)
 }

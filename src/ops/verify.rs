@@ -106,7 +106,10 @@ impl VerifyReport {
 
 struct Found {
     damage: Mutex<Vec<Damage>>,
+    /// Blobs with no usable copy at all.
     bad_blobs: Mutex<HashSet<BlobId>>,
+    /// Copies found damaged when their pack was read back.
+    bad_copies: Mutex<HashSet<(BlobId, PackId)>>,
 }
 
 impl Found {
@@ -121,10 +124,10 @@ impl Found {
             });
     }
     fn bad_blob(&self, id: BlobId) {
-        self.bad_blobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id);
+        self.bad_blobs.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+    }
+    fn bad_copy(&self, id: BlobId, pack: PackId) {
+        self.bad_copies.lock().unwrap_or_else(|e| e.into_inner()).insert((id, pack));
     }
 }
 
@@ -136,6 +139,7 @@ pub fn verify(
     let found = Found {
         damage: Mutex::new(Vec::new()),
         bad_blobs: Mutex::new(HashSet::new()),
+        bad_copies: Mutex::new(HashSet::new()),
     };
     let mut report = VerifyReport::default();
 
@@ -202,19 +206,17 @@ pub fn verify(
         }
     }
     report.snapshots = snapshots.len() as u64;
+    // A blob is sound if any copy lies in a pack that is present at its indexed size.
     let check_blob = |id: &BlobId| -> Option<BlobLocation> {
-        match index.lookup(id) {
-            Ok(Some(loc)) if !bad_packs.contains(&loc.pack) => Some(loc),
-            Ok(Some(loc)) => {
-                found.bad_blob(*id);
-                let _ = loc;
-                None
-            }
-            _ => {
-                found.bad_blob(*id);
-                None
-            }
+        let copy = index
+            .lookup_all(id)
+            .ok()?
+            .into_iter()
+            .find(|loc| !bad_packs.contains(&loc.pack));
+        if copy.is_none() {
+            found.bad_blob(*id);
         }
+        copy
     };
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
     let mut seen_data: HashSet<BlobId> = HashSet::new();
@@ -223,15 +225,15 @@ pub fn verify(
         if !seen_trees.insert(tree_id) {
             continue;
         }
-        if check_blob(&tree_id).is_none() {
+        let Some(loc) = check_blob(&tree_id) else {
             found.add(
                 "blob",
                 tree_id.to_hex(),
                 "tree blob is missing from the index or its pack is damaged",
             );
             continue;
-        }
-        let tree = match repo.load_tree(&tree_id) {
+        };
+        let tree = match repo.load_tree_at(&loc) {
             Ok(t) => t,
             Err(e) => {
                 found.bad_blob(tree_id);
@@ -274,6 +276,17 @@ pub fn verify(
         });
         report.packs_read = selected.len() as u64;
         report.bytes_read = bytes.load(Ordering::Relaxed);
+        // A damaged copy loses data only if no other copy is sound.
+        let bad_copies = found.bad_copies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (id, _) in &bad_copies {
+            let sound = index
+                .lookup_all(id)?
+                .iter()
+                .any(|c| !bad_packs.contains(&c.pack) && !bad_copies.contains(&(*id, c.pack)));
+            if !sound {
+                found.bad_blob(*id);
+            }
+        }
     }
 
     // Which snapshot paths the damage reaches.
@@ -313,7 +326,7 @@ fn read_pack(repo: &Repository, pack: &PackId, found: &Found, progress: &dyn Pro
     });
     let mark_all_bad = || {
         for id in expected.keys() {
-            found.bad_blob(*id);
+            found.bad_copy(*id, *pack);
         }
     };
     let bytes = match repo.read_pack(pack) {
@@ -378,7 +391,7 @@ fn read_pack(repo: &Repository, pack: &PackId, found: &Found, progress: &dyn Pro
         match result {
             Ok(plaintext) if repo.blob_id(&plaintext) == entry.id => {}
             Ok(_) => {
-                found.bad_blob(entry.id);
+                found.bad_copy(entry.id, *pack);
                 found.add(
                     "blob",
                     entry.id.to_hex(),
@@ -386,14 +399,14 @@ fn read_pack(repo: &Repository, pack: &PackId, found: &Found, progress: &dyn Pro
                 );
             }
             Err(e) => {
-                found.bad_blob(entry.id);
+                found.bad_copy(entry.id, *pack);
                 found.add("blob", entry.id.to_hex(), e.to_string());
             }
         }
     }
     let in_header: HashSet<BlobId> = header.iter().map(|e| e.id).collect();
     for id in expected.keys().filter(|id| !in_header.contains(id)) {
-        found.bad_blob(*id);
+        found.bad_copy(*id, *pack);
         found.add(
             "blob",
             id.to_hex(),

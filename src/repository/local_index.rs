@@ -15,7 +15,7 @@ use crate::format::pack::BlobKind;
 use crate::id::{BlobId, IndexId, PackId};
 
 /// Bumped whenever the schema changes; an old database is then rebuilt.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,8 +68,9 @@ impl LocalIndex {
              CREATE TABLE IF NOT EXISTS packs (
                  num INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS blobs (
-                 id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack INTEGER NOT NULL,
-                 offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL
+                 id BLOB NOT NULL, pack INTEGER NOT NULL, kind INTEGER NOT NULL,
+                 offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL,
+                 PRIMARY KEY (id, pack)
              ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
              CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;",
@@ -168,8 +169,8 @@ impl LocalIndex {
                     insert_blob
                         .execute(params![
                             b.id.as_bytes().as_slice(),
-                            b.kind as u8,
                             num,
+                            b.kind as u8,
                             b.offset as i64,
                             b.length,
                             b.raw_length
@@ -195,37 +196,40 @@ impl LocalIndex {
             .map_err(|e| self.err(e))
     }
 
+    /// Where a blob is stored; of several copies, the one in the most recently indexed pack.
     pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        Ok(self.lookup_all(id)?.into_iter().next())
+    }
+
+    /// Every stored copy of a blob, the most recently indexed first. A blob has several
+    /// copies when it was stored again after its pack went missing, or by concurrent backups.
+    pub fn lookup_all(&self, id: &BlobId) -> Result<Vec<BlobLocation>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT b.kind, p.id, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.num = b.pack WHERE b.id = ?1",
+                "SELECT b.kind, p.id, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.num = b.pack \
+                 WHERE b.id = ?1 ORDER BY b.pack DESC",
             )
             .map_err(|e| self.err(e))?;
-        stmt.query_row(params![id.as_bytes().as_slice()], |r| {
-            Ok((
-                r.get::<_, u8>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, u32>(3)?,
-                r.get::<_, u32>(4)?,
-            ))
-        })
-        .optional()
-        .map_err(|e| self.err(e))?
-        .map(|(kind, pack, offset, length, raw_length)| {
-            Ok(BlobLocation {
+        let rows = stmt
+            .query_map(params![id.as_bytes().as_slice()], |r| {
+                Ok((r.get::<_, u8>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, u32>(3)?, r.get::<_, u32>(4)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, pack, offset, length, raw_length) = row.map_err(|e| self.err(e))?;
+            let bad = || self.err(rusqlite::Error::InvalidQuery);
+            out.push(BlobLocation {
                 id: *id,
-                kind: BlobKind::from_u8(kind)
-                    .ok_or_else(|| self.err(rusqlite::Error::InvalidQuery))?,
-                pack: PackId::from_slice(&pack)
-                    .ok_or_else(|| self.err(rusqlite::Error::InvalidQuery))?,
+                kind: BlobKind::from_u8(kind).ok_or_else(bad)?,
+                pack: PackId::from_slice(&pack).ok_or_else(bad)?,
                 offset: offset as u64,
                 length,
                 raw_length,
-            })
-        })
-        .transpose()
+            });
+        }
+        Ok(out)
     }
 
     /// Every pack the index knows, with its recorded size.

@@ -385,8 +385,14 @@ impl Repository {
     }
 
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
-        let bytes = self.load_blob(id)?;
-        Tree::decode_body(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
+        self.load_tree_at(&self.locate(id)?)
+    }
+
+    /// Loads a tree from one particular stored copy.
+    pub fn load_tree_at(&self, loc: &BlobLocation) -> Result<Tree> {
+        let sealed = self.read_pack_range(&loc.pack, loc.offset, loc.length as usize)?;
+        let bytes = self.open_blob(loc, &sealed)?;
+        Tree::decode_body(&bytes).map_err(|e| Error::corrupt(format!("tree {}", loc.id), e))
     }
 
     pub fn read_pack_range(&self, pack: &PackId, offset: u64, len: usize) -> Result<Vec<u8>> {

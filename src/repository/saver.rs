@@ -62,6 +62,8 @@ pub struct BlobSaver<'r> {
     open: [Mutex<OpenPack>; 2],
     sender: Option<SyncSender<OpenPack>>,
     writer: Option<JoinHandle<()>>,
+    /// Whether the local index had to forget packs the repository no longer has.
+    packs_were_missing: bool,
 }
 
 /// What became of a blob handed to [`BlobSaver::save`].
@@ -75,7 +77,8 @@ pub struct Saved {
 impl<'r> BlobSaver<'r> {
     pub(super) fn new(repo: &'r Repository) -> Result<Self> {
         // Refresh the index and forget packs that have vanished before deduplicating.
-        repo.forget_missing_packs()?;
+        let missing = repo.forget_missing_packs()?;
+        let packs_were_missing = !missing.is_empty() || !repo.index_problems().is_empty();
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashSet::new()),
             written: Mutex::new(Vec::new()),
@@ -111,6 +114,7 @@ impl<'r> BlobSaver<'r> {
             ],
             sender: Some(sender),
             writer: Some(writer),
+            packs_were_missing,
         })
     }
 
@@ -129,6 +133,18 @@ impl<'r> BlobSaver<'r> {
         }
         pending.insert(*id);
         Ok(true)
+    }
+
+    /// True when some packs (or index segments) the local index knew have vanished: then
+    /// blob ids carried over from an earlier snapshot may name lost data, and callers
+    /// must check them with [`has`](Self::has) before reusing them.
+    pub fn packs_were_missing(&self) -> bool {
+        self.packs_were_missing
+    }
+
+    /// Whether the repository (or this session) has the blob.
+    pub fn has(&self, id: &BlobId) -> Result<bool> {
+        Ok(lock(&self.shared.pending).contains(id) || self.repo.local_index()?.contains(id)?)
     }
 
     /// Stores a blob unless the repository already has it. Safe to call from many threads.

@@ -88,6 +88,20 @@ fn unchanged(old: &Node, new: &Node) -> bool {
         && old.inode == new.inode
 }
 
+/// Whether an unchanged file's chunks can be reused: always, unless packs have vanished
+/// since the parent snapshot, in which case each chunk must still be stored.
+fn content_still_stored(ctx: &Context<'_>, old: &Node) -> Result<bool> {
+    if !ctx.saver.packs_were_missing() {
+        return Ok(true);
+    }
+    for id in &old.content {
+        if !ctx.saver.has(id)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The tree of the virtual root (the source paths' ancestors).
 pub(crate) fn virtual_tree(
     ctx: &Context<'_>,
@@ -154,6 +168,7 @@ fn entry_node(
             if !ctx.force_read
                 && let Some(old) = old
                 && unchanged(old, &node)
+                && content_still_stored(ctx, old)?
             {
                 ctx.files_unchanged.fetch_add(1, Ordering::Relaxed);
                 ctx.progress.advance(1, 0);
