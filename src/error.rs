@@ -31,6 +31,9 @@ pub enum Error {
     /// A stored object failed to decode, authenticate or match its name.
     #[error("{object} is damaged: {reason}")]
     Corrupt { object: String, reason: String },
+    /// Another process holds a conflicting lock.
+    #[error("{0}")]
+    Locked(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]

@@ -9,6 +9,7 @@ mod output;
 mod password;
 mod restore;
 mod snapshots;
+mod unlock;
 mod verify;
 
 use std::path::PathBuf;
@@ -60,6 +61,10 @@ pub struct Cli {
     #[arg(long, env = "ARCA_CACHE_DIR", global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 
+    /// Wait up to this long for another process's lock (e.g. 30s, 10m, 1h)
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_wait)]
+    retry_lock: Option<std::time::Duration>,
+
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     json: bool,
@@ -88,6 +93,8 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Check the repository's integrity (and with --read-data, its data)
     Verify(verify::VerifyArgs),
+    /// Remove stale locks left by processes that are gone
+    Unlock(unlock::UnlockArgs),
 }
 
 /// `--host`, `--path`, `--tag`: which snapshots `latest` may name.
@@ -120,6 +127,7 @@ pub struct Global {
     password_file: Option<PathBuf>,
     password_command: Option<String>,
     cache_dir: PathBuf,
+    retry_lock: std::time::Duration,
     pub json: bool,
     pub quiet: bool,
 }
@@ -143,11 +151,9 @@ impl Global {
             return Err(arca::Error::NoRepository(self.repo_path()?.display().to_string()).into());
         }
         let password = password::get(self, false)?;
-        Ok(Repository::open(
-            storage,
-            password.as_bytes(),
-            &self.cache_dir,
-        )?)
+        let repo = Repository::open(storage, password.as_bytes(), &self.cache_dir)?;
+        repo.set_lock_wait(self.retry_lock);
+        Ok(repo)
     }
 
     /// Whether to show live progress: on a terminal, unless asked for quiet or JSON.
@@ -176,6 +182,7 @@ pub fn main() -> i32 {
         password_file: cli.password_file,
         password_command: cli.password_command,
         cache_dir: cli.cache_dir.unwrap_or_else(default_cache_dir),
+        retry_lock: cli.retry_lock.unwrap_or_default(),
         json: cli.json,
         quiet: cli.quiet,
     };
@@ -187,6 +194,7 @@ pub fn main() -> i32 {
         Command::Restore(args) => restore::run(&global, args),
         Command::Dump(args) => dump::run(&global, args),
         Command::Verify(args) => verify::run(&global, args),
+        Command::Unlock(args) => unlock::run(&global, args),
     };
     match result {
         Ok(code) => code,
@@ -212,3 +220,49 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// Parses a wait such as `90s`, `10m`, `1h30m` (a bare number is seconds).
+fn parse_wait(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 30s, 10m or 1h30m");
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(n.saturating_mul(unit));
+    }
+    if !number.is_empty() || s.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_wait;
+    use std::time::Duration;
+
+    #[test]
+    fn waits_parse() {
+        assert_eq!(parse_wait("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_wait("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_wait("10s").unwrap(), Duration::from_secs(10));
+        assert!(parse_wait("10x").is_err());
+        assert!(parse_wait("m").is_err());
+        assert!(parse_wait("5m3").is_err());
+    }
+}

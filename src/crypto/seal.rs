@@ -26,6 +26,7 @@ pub enum ObjectKind {
     PackHeader = 5,
     IndexSegment = 6,
     Snapshot = 7,
+    Lock = 8,
 }
 
 /// Builds the associated data for an object; `id` is given for blobs only.

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod index;
 pub mod keyfile;
+pub mod lock;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
@@ -32,6 +33,7 @@ pub enum FileKind {
     Config = 2,
     Index = 3,
     Snapshot = 4,
+    Lock = 5,
 }
 
 /// The 8-byte plaintext header of a key, config, index or snapshot file.

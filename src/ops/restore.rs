@@ -27,7 +27,7 @@ use super::{Problem, Progress};
 use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{Node, NodeKind};
 use crate::id::{BlobId, PackId};
-use crate::repository::{BlobLocation, Repository};
+use crate::repository::{BlobLocation, LockKind, Repository};
 
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
@@ -112,6 +112,7 @@ pub fn restore(
     options: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    let _lock = repo.lock(LockKind::Shared, "restore")?;
     let target = &options.target;
     fs::create_dir_all(target).at(target)?;
     // Read every blob from a copy whose pack is still there.

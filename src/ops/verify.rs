@@ -17,7 +17,7 @@ use super::tree_walk::display_path;
 use crate::error::{Error, Result};
 use crate::format::tree::NodeKind;
 use crate::id::{BlobId, PackId, SnapshotId};
-use crate::repository::{BlobLocation, Repository};
+use crate::repository::{BlobLocation, LockKind, Repository};
 use crate::storage::FileType;
 
 /// How much of the data to read back.
@@ -141,6 +141,7 @@ pub fn verify(
         bad_blobs: Mutex::new(HashSet::new()),
         bad_copies: Mutex::new(HashSet::new()),
     };
+    let _lock = repo.lock(LockKind::Shared, "verify")?;
     let mut report = VerifyReport::default();
 
     // The index: rebuilt from the segments themselves, so the check does not trust the cache.

@@ -4,11 +4,13 @@
 //! storage trait directly.
 
 mod keys;
+mod lock;
 pub mod local_index;
 mod saver;
 mod snapshots;
 
 pub use local_index::{BlobLocation, LocalIndex};
+pub use lock::{FoundLock, Lock, LockKind, STALE_AFTER};
 pub use saver::{BlobSaver, SaveStats};
 pub use snapshots::SnapshotFilter;
 
@@ -61,6 +63,7 @@ pub struct Repository {
     index: OnceLock<Arc<LocalIndex>>,
     index_problems: Mutex<Vec<(IndexId, String)>>,
     index_synced: std::sync::atomic::AtomicBool,
+    lock_wait: Mutex<std::time::Duration>,
     sync_lock: Mutex<()>,
 }
 
@@ -127,7 +130,7 @@ impl Repository {
             cache_dir: cache_dir.to_path_buf(),
             index: OnceLock::new(),
             index_problems: Mutex::new(Vec::new()),
-            index_synced: Default::default(),
+            index_synced: Default::default(), lock_wait: Mutex::new(std::time::Duration::ZERO),
             sync_lock: Mutex::new(()),
         })
     }
@@ -162,9 +165,18 @@ impl Repository {
             cache_dir: cache_dir.to_path_buf(),
             index: OnceLock::new(),
             index_problems: Mutex::new(Vec::new()),
-            index_synced: Default::default(),
+            index_synced: Default::default(), lock_wait: Mutex::new(std::time::Duration::ZERO),
             sync_lock: Mutex::new(()),
         })
+    }
+
+    /// How long [`lock`](Self::lock) waits for a conflicting lock to be released.
+    pub fn set_lock_wait(&self, wait: std::time::Duration) {
+        *lock(&self.lock_wait) = wait;
+    }
+
+    pub fn lock_wait(&self) -> std::time::Duration {
+        *lock(&self.lock_wait)
     }
 
     pub fn config(&self) -> &RepoConfig {
@@ -496,6 +508,14 @@ mod tests {
     use super::*;
     use crate::format::snapshot::Snapshot;
     use crate::storage::MemoryStorage;
+
+    /// A fresh repository in memory with its cache folder.
+    pub(crate) fn test_repo() -> (Repository, Arc<MemoryStorage>, tempfile::TempDir) {
+        let storage = Arc::new(MemoryStorage::new());
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
+        (repo, storage, cache)
+    }
 
     pub(crate) fn test_options() -> InitOptions {
         InitOptions {

@@ -25,6 +25,7 @@ use crate::format::pack::BlobKind;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, Tree};
 use crate::id::{BlobId, SnapshotId};
+use crate::repository::LockKind;
 use crate::repository::{BlobSaver, Repository, SnapshotFilter};
 
 #[derive(Clone, Debug, Default)]
@@ -204,6 +205,7 @@ pub fn backup(
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
+    let lock = repo.lock(LockKind::Shared, "backup")?;
     let started = Instant::now();
     let time = crate::platform::now();
     if options.paths.is_empty() {
@@ -296,6 +298,8 @@ pub fn backup(
         program_version: format!("arca {}", env!("CARGO_PKG_VERSION")),
         summary,
     };
+    // The commit point: only while the lock still protects the data written.
+    lock.check()?;
     let snapshot_id = repo.save_snapshot(&snapshot)?;
     Ok(BackupReport {
         snapshot_id,

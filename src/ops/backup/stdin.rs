@@ -11,6 +11,7 @@ use crate::format::pack::BlobKind;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree, is_safe_name};
 use crate::id::BlobId;
+use crate::repository::LockKind;
 use crate::repository::Repository;
 
 #[derive(Clone, Debug, Default)]
@@ -30,6 +31,7 @@ pub fn backup_stdin(
     reader: impl Read,
     options: &StdinOptions,
 ) -> Result<BackupReport> {
+    let lock = repo.lock(LockKind::Shared, "backup --stdin")?;
     let started = Instant::now();
     let time = crate::platform::now();
     if !is_safe_name(options.filename.as_bytes()) {
@@ -105,6 +107,8 @@ pub fn backup_stdin(
             ..Summary::default()
         },
     };
+    // The commit point: only while the lock still protects the data written.
+    lock.check()?;
     let snapshot_id = repo.save_snapshot(&snapshot)?;
     Ok(BackupReport {
         snapshot_id,
