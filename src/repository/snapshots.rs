@@ -42,6 +42,11 @@ impl Repository {
         Ok(id)
     }
 
+    /// Removes a snapshot file. Its data stays until `prune` finds it unreferenced.
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.storage.remove(FileType::Snapshot, &id.to_hex())
+    }
+
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let cache = self.local_index().ok();
         if let Some(body) = cache.and_then(|c| c.cached_snapshot(&id.0).ok().flatten())

@@ -1,0 +1,11 @@
+//! Integration tests of the repository lifecycle commands, through the `arca` binary.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../cli/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+mod forget;
+mod key;
+mod lock;
+mod prune;
