@@ -7,6 +7,7 @@ mod init;
 mod ls;
 mod output;
 mod password;
+mod prune;
 mod restore;
 mod snapshots;
 mod unlock;
@@ -95,6 +96,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Remove stale locks left by processes that are gone
     Unlock(unlock::UnlockArgs),
+    /// Remove data no snapshot needs, and repack mostly unused packs
+    Prune(prune::PruneArgs),
 }
 
 /// `--host`, `--path`, `--tag`: which snapshots `latest` may name.
@@ -195,6 +198,7 @@ pub fn main() -> i32 {
         Command::Dump(args) => dump::run(&global, args),
         Command::Verify(args) => verify::run(&global, args),
         Command::Unlock(args) => unlock::run(&global, args),
+        Command::Prune(args) => prune::run(&global, args),
     };
     match result {
         Ok(code) => code,

@@ -15,7 +15,7 @@ use crate::format::pack::BlobKind;
 use crate::id::{BlobId, IndexId, PackId};
 
 /// Bumped whenever the schema changes; an old database is then rebuilt.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +65,7 @@ impl LocalIndex {
              PRAGMA busy_timeout = 60000;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS segments (id BLOB PRIMARY KEY) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS superseded (id BLOB PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS packs (
                  num INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS blobs (
@@ -125,7 +126,9 @@ impl LocalIndex {
     /// Forgets everything but the repository id.
     pub fn clear(&self) -> Result<()> {
         self.conn()
-            .execute_batch("DELETE FROM segments; DELETE FROM packs; DELETE FROM blobs;")
+            .execute_batch(
+                "DELETE FROM segments; DELETE FROM superseded; DELETE FROM packs; DELETE FROM blobs;",
+            )
             .map_err(|e| self.err(e))
     }
 
@@ -134,6 +137,24 @@ impl LocalIndex {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached("SELECT id FROM segments")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = HashSet::new();
+        for row in rows {
+            if let Some(id) = IndexId::from_slice(&row.map_err(|e| self.err(e))?) {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Index segments that a loaded segment supersedes: never to be loaded.
+    pub fn superseded_segments(&self) -> Result<HashSet<IndexId>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT id FROM superseded")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, Vec<u8>>(0))
@@ -183,6 +204,13 @@ impl LocalIndex {
                 params![id.as_bytes().as_slice()],
             )
             .map_err(|e| self.err(e))?;
+            for old in &segment.supersedes {
+                tx.execute(
+                    "INSERT OR IGNORE INTO superseded VALUES (?1)",
+                    params![old.as_bytes().as_slice()],
+                )
+                .map_err(|e| self.err(e))?;
+            }
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -213,7 +241,13 @@ impl LocalIndex {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![id.as_bytes().as_slice()], |r| {
-                Ok((r.get::<_, u8>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, u32>(3)?, r.get::<_, u32>(4)?))
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();

@@ -73,7 +73,11 @@ pub fn is_stale(info: &LockInfo, now: i64) -> bool {
 fn describe(info: &LockInfo, now: i64) -> String {
     format!(
         "{} lock held by `{}` (pid {} on {}, user {}, {}s ago)",
-        if info.exclusive { "an exclusive" } else { "a shared" },
+        if info.exclusive {
+            "an exclusive"
+        } else {
+            "a shared"
+        },
         info.command,
         info.pid,
         info.host,
@@ -84,7 +88,13 @@ fn describe(info: &LockInfo, now: i64) -> String {
 
 impl Held {
     fn write(&self, info: &LockInfo) -> Result<String> {
-        let bytes = seal_file(&self.keys, FileKind::Lock, ObjectKind::Lock, &info.encode_body(), None);
+        let bytes = seal_file(
+            &self.keys,
+            FileKind::Lock,
+            ObjectKind::Lock,
+            &info.encode_body(),
+            None,
+        );
         let name = IndexId::of_stored_bytes(&bytes).to_hex();
         self.storage.write(FileType::Lock, &name, &bytes)?;
         Ok(name)
@@ -94,7 +104,9 @@ impl Held {
     fn refresh(&self) -> Result<()> {
         let old = lock(&self.name).clone();
         if self.storage.size(FileType::Lock, &old).is_err() {
-            return Err(Error::invalid("the lock file was removed by another process"));
+            return Err(Error::invalid(
+                "the lock file was removed by another process",
+            ));
         }
         let mut info = lock(&self.info).clone();
         info.time = now_secs();
@@ -115,7 +127,9 @@ impl Lock {
     /// Fails if the lock was lost (it could not be refreshed): the caller must not commit.
     pub fn check(&self) -> Result<()> {
         match lock(&self.held.lost).as_ref() {
-            Some(reason) => Err(Error::invalid(format!("lost the repository lock: {reason}; nothing was committed"))),
+            Some(reason) => Err(Error::invalid(format!(
+                "lost the repository lock: {reason}; nothing was committed"
+            ))),
             None => Ok(()),
         }
     }
@@ -143,7 +157,9 @@ fn refresher(held: Arc<Held>, stop: Receiver<()>) {
             Ok(()) => last_ok = Instant::now(),
             Err(e) => {
                 // Past the stale limit another process may have taken over: give up.
-                if last_ok.elapsed() >= STALE_AFTER - REFRESH_EVERY || e.to_string().contains("removed") {
+                if last_ok.elapsed() >= STALE_AFTER - REFRESH_EVERY
+                    || e.to_string().contains("removed")
+                {
                     lock(&held.lost).get_or_insert(e.to_string());
                 }
             }
@@ -165,14 +181,24 @@ impl Repository {
                     check_header(&bytes, FileKind::Lock, &path)?;
                     open_file(&self.keys, &bytes, FileKind::Lock, ObjectKind::Lock, &path)
                 })
-                .and_then(|body| LockInfo::decode_body(&body).map_err(|e| Error::corrupt(&path, e)));
+                .and_then(|body| {
+                    LockInfo::decode_body(&body).map_err(|e| Error::corrupt(&path, e))
+                });
             match info {
-                Ok(info) => out.push(FoundLock { stale: is_stale(&info, now), name: file.name, info: Ok(info) }),
+                Ok(info) => out.push(FoundLock {
+                    stale: is_stale(&info, now),
+                    name: file.name,
+                    info: Ok(info),
+                }),
                 // Removed while we looked: it is released, not a conflict.
                 Err(e) if e.is_not_found() => {}
                 // An unreadable lock is kept as a conflict until `arca unlock` removes it,
                 // unless it is older than the stale limit.
-                Err(e) => out.push(FoundLock { name: file.name, info: Err(e.to_string()), stale: false }),
+                Err(e) => out.push(FoundLock {
+                    name: file.name,
+                    info: Err(e.to_string()),
+                    stale: false,
+                }),
             }
         }
         Ok(out)
@@ -227,7 +253,11 @@ impl Repository {
                     .name("arca-lock-refresh".into())
                     .spawn(move || refresher(for_thread, stopped))
                     .map_err(|e| Error::io("lock refresh thread", e))?;
-                return Ok(Lock { held, stop: Some(stop), refresher: Some(refresher) });
+                return Ok(Lock {
+                    held,
+                    stop: Some(stop),
+                    refresher: Some(refresher),
+                });
             };
             self.storage.remove(FileType::Lock, &own)?;
             let now = Instant::now();
@@ -258,11 +288,17 @@ mod tests {
         let a = repo.lock(LockKind::Shared, "backup").unwrap();
         let b = repo.lock(LockKind::Shared, "backup").unwrap();
         let err = repo.lock(LockKind::Exclusive, "prune").unwrap_err();
-        assert!(err.to_string().contains("a shared lock held by `backup`"), "{err}");
+        assert!(
+            err.to_string().contains("a shared lock held by `backup`"),
+            "{err}"
+        );
         drop((a, b));
         let x = repo.lock(LockKind::Exclusive, "prune").unwrap();
         let err = repo.lock(LockKind::Shared, "backup").unwrap_err();
-        assert!(err.to_string().contains("exclusive lock held by `prune`"), "{err}");
+        assert!(
+            err.to_string().contains("exclusive lock held by `prune`"),
+            "{err}"
+        );
         x.check().unwrap();
         drop(x);
         assert!(repo.list_locks().unwrap().is_empty());
@@ -290,7 +326,11 @@ mod tests {
         };
         let info = lock(&held.info).clone();
         held.write(&info).unwrap();
-        let old = LockInfo { time: now_secs() - 31 * 60, pid: std::process::id(), ..info.clone() };
+        let old = LockInfo {
+            time: now_secs() - 31 * 60,
+            pid: std::process::id(),
+            ..info.clone()
+        };
         held.write(&old).unwrap();
         assert!(repo.list_locks().unwrap().iter().all(|l| l.stale));
         // Stale locks do not block.
@@ -306,6 +346,11 @@ mod tests {
         repo.unlock(true).unwrap();
         assert!(l.held.refresh().is_err());
         lock(&l.held.lost).get_or_insert("the lock file was removed by another process".into());
-        assert!(l.check().unwrap_err().to_string().contains("lost the repository lock"));
+        assert!(
+            l.check()
+                .unwrap_err()
+                .to_string()
+                .contains("lost the repository lock")
+        );
     }
 }

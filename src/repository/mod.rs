@@ -4,8 +4,8 @@
 //! storage trait directly.
 
 mod keys;
-mod lock;
 pub mod local_index;
+mod lock;
 mod saver;
 mod snapshots;
 
@@ -130,7 +130,8 @@ impl Repository {
             cache_dir: cache_dir.to_path_buf(),
             index: OnceLock::new(),
             index_problems: Mutex::new(Vec::new()),
-            index_synced: Default::default(), lock_wait: Mutex::new(std::time::Duration::ZERO),
+            index_synced: Default::default(),
+            lock_wait: Mutex::new(std::time::Duration::ZERO),
             sync_lock: Mutex::new(()),
         })
     }
@@ -165,7 +166,8 @@ impl Repository {
             cache_dir: cache_dir.to_path_buf(),
             index: OnceLock::new(),
             index_problems: Mutex::new(Vec::new()),
-            index_synced: Default::default(), lock_wait: Mutex::new(std::time::Duration::ZERO),
+            index_synced: Default::default(),
+            lock_wait: Mutex::new(std::time::Duration::ZERO),
             sync_lock: Mutex::new(()),
         })
     }
@@ -251,11 +253,17 @@ impl Repository {
             .filter_map(|f| f.name.parse().ok())
             .collect();
         let mut loaded = index.loaded_segments()?;
+        let mut superseded = index.superseded_segments()?;
         if !loaded.is_subset(&listed) {
             index.clear()?;
             loaded.clear();
+            superseded.clear();
         }
-        let mut new: Vec<IndexId> = listed.difference(&loaded).copied().collect();
+        let mut new: Vec<IndexId> = listed
+            .iter()
+            .filter(|id| !loaded.contains(id) && !superseded.contains(id))
+            .copied()
+            .collect();
         new.sort();
         if new.is_empty() {
             return Ok(());
@@ -273,20 +281,40 @@ impl Repository {
                 Err(e) => lock(&self.index_problems).push((id, e.to_string())),
             }
         }
-        let superseded: HashSet<IndexId> = segments
+        let newly_superseded: HashSet<IndexId> = segments
             .iter()
             .flat_map(|(_, s)| s.supersedes.iter().copied())
             .collect();
-        if !superseded.is_disjoint(&loaded) {
+        if !newly_superseded.is_disjoint(&loaded) {
+            // A prune replaced segments we had loaded: start over from what is current.
             index.clear()?;
             return self.refresh_index();
         }
         for (id, segment) in &segments {
-            if !superseded.contains(id) {
+            if !newly_superseded.contains(id) {
                 index.add_segment(*id, segment)?;
             }
         }
         Ok(())
+    }
+
+    /// Forgets the local index and fills it again from the repository's index segments.
+    pub fn rebuild_index(&self) -> Result<()> {
+        self.local_index()?.clear()?;
+        self.refresh_index()?;
+        self.index_synced
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Removes a pack file. Only prune calls this, once nothing current refers to the pack.
+    pub fn remove_pack(&self, id: &PackId) -> Result<()> {
+        self.storage.remove(FileType::Pack, &id.to_hex())
+    }
+
+    /// Removes an index segment. Only prune calls this, once a segment superseding it is durable.
+    pub fn remove_index_segment(&self, id: &IndexId) -> Result<()> {
+        self.storage.remove(FileType::Index, &id.to_hex())
     }
 
     /// Index segments that could not be read when the local index was last refreshed.

@@ -172,6 +172,29 @@ impl<'r> BlobSaver<'r> {
             &mut sealed,
         );
 
+        self.append(kind, id, plaintext.len() as u32, &sealed)?;
+        Ok(Saved { id, added: true })
+    }
+
+    /// Copies an already sealed blob (read from another pack) into a new pack, as prune
+    /// does when repacking: the sealing binds kind and id, not the pack, so the bytes move
+    /// unchanged. Each blob is copied at most once per session.
+    pub fn copy_sealed(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        raw_length: u32,
+        sealed: &[u8],
+    ) -> Result<()> {
+        if !lock(&self.shared.pending).insert(id) {
+            return Ok(());
+        }
+        self.append(kind, id, raw_length, sealed)
+    }
+
+    /// Appends a sealed blob to the open pack of its kind, handing the pack to the writer
+    /// once it is full.
+    fn append(&self, kind: BlobKind, id: BlobId, raw_length: u32, sealed: &[u8]) -> Result<()> {
         let full = {
             let mut open = lock(&self.open[kind as usize - 1]);
             let entry = PackEntry {
@@ -179,13 +202,13 @@ impl<'r> BlobSaver<'r> {
                 id,
                 offset: open.buf.len() as u64,
                 length: sealed.len() as u32,
-                raw_length: plaintext.len() as u32,
+                raw_length,
             };
             if open.buf.capacity() == 0 {
                 open.buf
                     .reserve(self.repo.config().pack_size as usize + (1 << 20));
             }
-            open.buf.extend_from_slice(&sealed);
+            open.buf.extend_from_slice(sealed);
             open.entries.push(entry);
             if open.buf.len() >= self.repo.config().pack_size as usize {
                 Some(std::mem::take(&mut *open))
@@ -196,14 +219,13 @@ impl<'r> BlobSaver<'r> {
         {
             let mut stats = lock(&self.shared.stats);
             stats.blobs_added += 1;
-            stats.raw_bytes_added += plaintext.len() as u64;
+            stats.raw_bytes_added += raw_length as u64;
             stats.stored_bytes_added += sealed.len() as u64;
         }
         if let Some(pack) = full {
             self.send(pack)?;
         }
-        self.check_error()?;
-        Ok(Saved { id, added: true })
+        self.check_error()
     }
 
     fn send(&self, pack: OpenPack) -> Result<()> {
