@@ -5,7 +5,11 @@
 #[allow(dead_code)]
 mod common;
 
+mod copy;
+mod diff;
 mod forget;
 mod key;
 mod lock;
+mod mirror;
 mod prune;
+mod stats;
