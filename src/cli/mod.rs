@@ -8,6 +8,7 @@ mod ls;
 mod output;
 mod password;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod unlock;
@@ -98,6 +99,8 @@ enum Command {
     Unlock(unlock::UnlockArgs),
     /// Remove data no snapshot needs, and repack mostly unused packs
     Prune(prune::PruneArgs),
+    /// Repair a damaged repository: rebuild the index, or rewrite snapshots without lost files
+    Repair(repair::RepairArgs),
 }
 
 /// `--host`, `--path`, `--tag`: which snapshots `latest` may name.
@@ -199,6 +202,7 @@ pub fn main() -> i32 {
         Command::Verify(args) => verify::run(&global, args),
         Command::Unlock(args) => unlock::run(&global, args),
         Command::Prune(args) => prune::run(&global, args),
+        Command::Repair(args) => repair::run(&global, args),
     };
     match result {
         Ok(code) => code,

@@ -19,10 +19,23 @@ fn strip_newline(mut s: String) -> String {
 /// The password, from (in order) --password-file, --password-command, ARCA_PASSWORD, or
 /// a prompt on the terminal. `confirm` asks twice (for a new repository).
 pub fn get(global: &Global, confirm: bool) -> Result<String> {
+    let (password, source) = read(global, confirm)?;
+    // Most often a script's mistake (`ARCA_PASSWORD=$(cat missing-file)`), and no protection.
+    if password.is_empty() {
+        bail!("the password from {source} is empty, and an empty password is not allowed");
+    }
+    Ok(password)
+}
+
+/// The password and where it came from.
+fn read(global: &Global, confirm: bool) -> Result<(String, String)> {
     if let Some(file) = &global.password_file {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading password file {}", file.display()))?;
-        return Ok(strip_newline(text));
+        return Ok((
+            strip_newline(text),
+            format!("password file {}", file.display()),
+        ));
     }
     if let Some(command) = &global.password_command {
         let out = std::process::Command::new("sh")
@@ -34,12 +47,11 @@ pub fn get(global: &Global, confirm: bool) -> Result<String> {
         if !out.status.success() {
             bail!("password command {command:?} failed ({})", out.status);
         }
-        return Ok(strip_newline(
-            String::from_utf8(out.stdout).context("password command printed non-UTF-8")?,
-        ));
+        let text = String::from_utf8(out.stdout).context("password command printed non-UTF-8")?;
+        return Ok((strip_newline(text), format!("password command {command:?}")));
     }
     if let Ok(pw) = std::env::var("ARCA_PASSWORD") {
-        return Ok(pw);
+        return Ok((pw, "ARCA_PASSWORD".into()));
     }
     if std::io::stdin().is_terminal() {
         let pw =
@@ -50,10 +62,7 @@ pub fn get(global: &Global, confirm: bool) -> Result<String> {
                 bail!("the passwords do not match");
             }
         }
-        if pw.is_empty() {
-            bail!("an empty password is not allowed");
-        }
-        return Ok(pw);
+        return Ok((pw, "the terminal".into()));
     }
     bail!(
         "no password given: set ARCA_PASSWORD, ARCA_PASSWORD_FILE or ARCA_PASSWORD_COMMAND (or run on a terminal to be asked)"

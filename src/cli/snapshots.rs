@@ -7,7 +7,7 @@ use serde::Serialize;
 use arca::format::snapshot::Snapshot;
 use arca::id::SnapshotId;
 
-use super::{EXIT_OK, FilterArgs, Global, output};
+use super::{EXIT_OK, EXIT_PROBLEMS, FilterArgs, Global, output};
 
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {
@@ -26,11 +26,11 @@ struct Listed<'a> {
 pub fn run(global: &Global, args: &SnapshotsArgs) -> Result<i32> {
     let repo = global.open()?;
     let filter = args.filter.filter();
-    let snapshots: Vec<_> = repo
-        .list_snapshots()?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
+    let (all, damaged) = repo.list_readable_snapshots()?;
+    for (path, e) in &damaged {
+        eprintln!("arca: warning: {path} cannot be read: {e}");
+    }
+    let snapshots: Vec<_> = all.into_iter().filter(|(_, s)| filter.matches(s)).collect();
     if global.json {
         let listed: Vec<Listed<'_>> = snapshots
             .iter()
@@ -40,7 +40,8 @@ pub fn run(global: &Global, args: &SnapshotsArgs) -> Result<i32> {
                 snapshot: s,
             })
             .collect();
-        return output::json(&listed).map(|()| EXIT_OK);
+        output::json(&listed)?;
+        return Ok(if damaged.is_empty() { EXIT_OK } else { EXIT_PROBLEMS });
     }
     println!(
         "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  paths",
@@ -60,5 +61,5 @@ pub fn run(global: &Global, args: &SnapshotsArgs) -> Result<i32> {
     if !global.quiet {
         println!("{} snapshot(s)", snapshots.len());
     }
-    Ok(EXIT_OK)
+    Ok(if damaged.is_empty() { EXIT_OK } else { EXIT_PROBLEMS })
 }

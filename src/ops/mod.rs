@@ -4,6 +4,7 @@ pub mod backup;
 pub mod dump;
 pub mod ls;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod tree_walk;
 pub mod verify;

@@ -197,7 +197,7 @@ pub fn verify(
         let Ok(id) = file.name.parse::<SnapshotId>() else {
             continue;
         };
-        match repo.load_snapshot(&id) {
+        match repo.read_snapshot_file(&id) {
             Ok(s) => snapshots.push((id, s)),
             Err(e) => found.add(
                 "snapshot",

@@ -47,6 +47,7 @@ impl Repository {
         self.storage.remove(FileType::Snapshot, &id.to_hex())
     }
 
+    /// Loads a snapshot, from the local cache when it has the decoded body.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let cache = self.local_index().ok();
         if let Some(body) = cache.and_then(|c| c.cached_snapshot(&id.0).ok().flatten())
@@ -54,33 +55,49 @@ impl Repository {
         {
             return Ok(snapshot);
         }
+        self.read_snapshot_file(id)
+    }
+
+    /// Loads a snapshot from its file, checking its hash, never trusting the cache (verify).
+    pub fn read_snapshot_file(&self, id: &SnapshotId) -> Result<Snapshot> {
         let name = FileType::Snapshot.relative_path(&id.to_hex());
-        let bytes = self
-            .read_bounded(FileType::Snapshot, &id.to_hex())
-            .map_err(|e| {
-                if e.is_not_found() {
-                    Error::NotFound(format!("snapshot {id}"))
-                } else {
-                    e
-                }
-            })?;
+        let bytes = self.read_bounded(FileType::Snapshot, &id.to_hex()).map_err(|e| {
+            if e.is_not_found() { Error::NotFound(format!("snapshot {id}")) } else { e }
+        })?;
         check_stored_name(&bytes, &id.0, &name)?;
-        let body = open_file(
-            &self.keys,
-            &bytes,
-            FileKind::Snapshot,
-            ObjectKind::Snapshot,
-            &name,
-        )?;
+        let body = open_file(&self.keys, &bytes, FileKind::Snapshot, ObjectKind::Snapshot, &name)?;
         let snapshot = Snapshot::decode_body(&body).map_err(|e| Error::corrupt(&name, e))?;
-        if let Some(cache) = cache {
+        if let Ok(cache) = self.local_index() {
             // The cache is an optimisation; failing to fill it changes nothing.
             let _ = cache.cache_snapshot(&id.0, &body);
         }
         Ok(snapshot)
     }
 
-    /// Every snapshot, oldest first.
+    /// Every readable snapshot, oldest first, and the snapshot files that cannot be read.
+    /// For listings and for choosing a parent; prune uses the strict [`list_snapshots`].
+    ///
+    /// [`list_snapshots`]: Self::list_snapshots
+    pub fn list_readable_snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, Error)>)> {
+        let ids: Vec<SnapshotId> =
+            self.storage.list(FileType::Snapshot)?.iter().filter_map(|f| f.name.parse().ok()).collect();
+        let loaded: Vec<(SnapshotId, Result<Snapshot>)> =
+            ids.par_iter().map(|id| (*id, self.load_snapshot(id))).collect();
+        let mut good = Vec::with_capacity(loaded.len());
+        let mut damaged = Vec::new();
+        for (id, result) in loaded {
+            match result {
+                Ok(s) => good.push((id, s)),
+                // Removed while we looked (a concurrent forget): simply not there.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => damaged.push((FileType::Snapshot.relative_path(&id.to_hex()), e)),
+            }
+        }
+        good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((good, damaged))
+    }
+
+    /// Every snapshot, oldest first; fails if any snapshot file cannot be read.
     pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let ids: Vec<SnapshotId> = self
             .storage
@@ -104,7 +121,8 @@ impl Repository {
     ) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
             return self
-                .list_snapshots()?
+                .list_readable_snapshots()?
+                .0
                 .into_iter()
                 .rev()
                 .find(|(_, s)| filter.matches(s))

@@ -17,7 +17,10 @@ fn populated() -> TestEnv {
 
 /// The files below `dir` as paths relative to it, sorted.
 fn relative_files(dir: &std::path::Path) -> Vec<String> {
-    files_below(dir).iter().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect()
+    files_below(dir)
+        .iter()
+        .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+        .collect()
 }
 
 #[test]
@@ -38,7 +41,10 @@ fn restore_snapshot_colon_path_restores_that_subtree_into_the_target() {
     let spec = format!("latest:{}/data", env.src.display());
     let restored = env.restore(&spec, "restored", &[]);
     assert_eq!(relative_files(&restored), ["a.bin", "b.txt", "deep/c.txt"]);
-    assert_eq!(fs::read(restored.join("a.bin")).unwrap(), pseudo_random(1, 20_000));
+    assert_eq!(
+        fs::read(restored.join("a.bin")).unwrap(),
+        pseudo_random(1, 20_000)
+    );
     env.assert_verified();
 }
 
@@ -57,7 +63,10 @@ fn restore_include_glob_restores_only_matching_entries() {
     let env = populated();
     env.backup_src();
     let restored = env.restore(&env.latest_src(), "restored", &["--include", "*.txt"]);
-    assert_eq!(relative_files(&restored), ["data/b.txt", "data/deep/c.txt", "notes.txt"]);
+    assert_eq!(
+        relative_files(&restored),
+        ["data/b.txt", "data/deep/c.txt", "notes.txt"]
+    );
     env.assert_verified();
 }
 
@@ -75,7 +84,11 @@ fn restore_include_of_a_directory_takes_everything_below_it() {
 fn restore_exclude_glob_leaves_matching_entries_out() {
     let env = populated();
     env.backup_src();
-    let restored = env.restore(&env.latest_src(), "restored", &["--exclude", "*.txt", "--exclude", "logs"]);
+    let restored = env.restore(
+        &env.latest_src(),
+        "restored",
+        &["--exclude", "*.txt", "--exclude", "logs"],
+    );
     assert_eq!(relative_files(&restored), ["data/a.bin"]);
     env.assert_verified();
 }
@@ -94,7 +107,10 @@ fn restore_into_a_non_empty_target_overwrites_files() {
     assert_eq!(fs::read(target.join("notes.txt")).unwrap(), b"notes");
     assert_eq!(fs::read(target.join("data/b.txt")).unwrap(), b"bee");
     let c = target.join("data/deep/c.txt");
-    assert!(!fs::symlink_metadata(&c).unwrap().file_type().is_symlink(), "a symlink in the target was written through");
+    assert!(
+        !fs::symlink_metadata(&c).unwrap().file_type().is_symlink(),
+        "a symlink in the target was written through"
+    );
     assert_eq!(fs::read(&c).unwrap(), b"sea");
     assert_eq!(fs::read(target.join("unrelated")).unwrap(), b"left alone");
     env.assert_verified();
@@ -106,11 +122,17 @@ fn restore_accepts_a_snapshot_id_prefix() {
     env.backup_src();
     env.write_file("later.txt", b"only in the second snapshot");
     env.backup_src();
-    let first = env.json(&["snapshots"])[0]["id"].as_str().unwrap().to_string();
+    let first = env.json(&["snapshots"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let spec = format!("{}:{}", &first[..8], env.src.display());
     let restored = env.restore(&spec, "restored", &[]);
     assert!(restored.join("notes.txt").exists());
-    assert!(!restored.join("later.txt").exists(), "restored the newest snapshot, not the one named");
+    assert!(
+        !restored.join("later.txt").exists(),
+        "restored the newest snapshot, not the one named"
+    );
     let upper = format!("{}:{}", first[..12].to_uppercase(), env.src.display());
     env.restore(&upper, "restored-upper", &[]);
     env.assert_verified();
@@ -123,10 +145,15 @@ fn restore_leaves_no_temporary_files() {
     env.write_file("empty", b"");
     env.backup_src();
     let restored = env.restore(&env.latest_src(), "restored", &[]);
-    let leftovers: Vec<_> =
-        entries_below(&restored).into_iter().filter(|p| p.to_string_lossy().contains(".arca-restore-")).collect();
+    let leftovers: Vec<_> = entries_below(&restored)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".arca-restore-"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    assert_eq!(fs::read(restored.join("big.bin")).unwrap(), pseudo_random(5, 3 << 20));
+    assert_eq!(
+        fs::read(restored.join("big.bin")).unwrap(),
+        pseudo_random(5, 3 << 20)
+    );
     env.assert_verified();
 }
 
@@ -136,7 +163,10 @@ fn restore_of_a_missing_path_fails_naming_it() {
     env.backup_src();
     let spec = format!("latest:{}/no-such-thing", env.src.display());
     let target = env.path("restored");
-    let out = env.fails(&["restore", &spec, "--target", target.to_str().unwrap()], EXIT_ERROR);
+    let out = env.fails(
+        &["restore", &spec, "--target", target.to_str().unwrap()],
+        EXIT_ERROR,
+    );
     assert!(error_line(&out).contains("no-such-thing"));
     env.assert_verified();
 }
@@ -146,8 +176,155 @@ fn restore_of_an_unknown_snapshot_fails_naming_it() {
     let env = populated();
     env.backup_src();
     let target = env.path("restored");
-    let out = env.fails(&["restore", "abcdef12", "--target", target.to_str().unwrap()], EXIT_ERROR);
+    let out = env.fails(
+        &["restore", "abcdef12", "--target", target.to_str().unwrap()],
+        EXIT_ERROR,
+    );
     assert!(error_line(&out).contains("abcdef12"));
-    let out = env.fails(&["restore", "not-an-id", "--target", target.to_str().unwrap()], EXIT_ERROR);
+    let out = env.fails(
+        &["restore", "not-an-id", "--target", target.to_str().unwrap()],
+        EXIT_ERROR,
+    );
     assert!(error_line(&out).contains("not-an-id"));
+}
+
+#[test]
+fn restore_refuses_to_write_through_a_symlinked_directory_in_the_target() {
+    let env = populated();
+    env.backup_src();
+    let outside = env.path("outside");
+    fs::create_dir(&outside).unwrap();
+    let target = env.path("restored");
+    fs::create_dir(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("data")).unwrap();
+    let spec = env.latest_src();
+    let out = env.fails(
+        &["restore", &spec, "--target", target.to_str().unwrap()],
+        EXIT_ERROR,
+    );
+    assert!(error_line(&out).contains("symlink"));
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "restore wrote outside the target"
+    );
+    env.assert_verified();
+}
+
+#[test]
+fn an_ordinary_user_restores_read_only_files_and_directories_with_xattrs() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::init();
+    let file = env.write_file("ro/file", b"read-only, with an xattr");
+    let dir = env.src.join("ro");
+    for path in [&file, &dir] {
+        if let Err(e) = xattr::set(path, "user.test", b"kept") {
+            eprintln!("skipped: this file system refuses user xattrs ({e})");
+            return;
+        }
+    }
+    // Only the owner's write permission lets an ordinary user set xattrs: restore must set
+    // them before it makes the file or directory read-only.
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
+    env.backup_src();
+    let target = env.path("restored");
+    let spec = env.latest_src();
+    let Some(mut cmd) =
+        env.arca_unprivileged(&["restore", &spec, "--target", target.to_str().unwrap()])
+    else {
+        return;
+    };
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (path, mode) in [(target.join("ro/file"), 0o444), (target.join("ro"), 0o555)] {
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            mode
+        );
+        assert_eq!(
+            xattr::get(&path, "user.test").unwrap().as_deref(),
+            Some(&b"kept"[..]),
+            "{}",
+            path.display()
+        );
+    }
+    assert_eq!(
+        fs::read(target.join("ro/file")).unwrap(),
+        b"read-only, with an xattr"
+    );
+    env.assert_verified();
+}
+
+#[test]
+fn restore_reports_a_directory_in_the_way_of_a_file_and_restores_the_rest() {
+    let env = populated();
+    env.backup_src();
+    let target = env.path("restored");
+    fs::create_dir_all(target.join("notes.txt/inside")).unwrap();
+    let spec = env.latest_src();
+    let out = env.fails(
+        &["restore", &spec, "--target", target.to_str().unwrap()],
+        EXIT_PROBLEMS,
+    );
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("arca: warning: ") && l.contains("notes.txt")),
+        "{err}"
+    );
+    assert!(
+        target.join("notes.txt/inside").is_dir(),
+        "restore removed a directory in its way"
+    );
+    assert_eq!(fs::read(target.join("data/deep/c.txt")).unwrap(), b"sea");
+    let leftovers: Vec<_> = entries_below(&target)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".arca-restore-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    env.assert_verified();
+}
+
+/// Regression: with a blob stored twice (its first pack lost, then stored again), a cache
+/// that had loaded the first location kept it, and restore read from the missing pack.
+#[test]
+fn restore_uses_the_copy_of_a_blob_whose_pack_still_exists() {
+    let env = TestEnv::init();
+    env.write_file("f", &pseudo_random(1, 10_000));
+    env.backup_src();
+    // A second cache (another machine) learns where the data is.
+    let other_cache = env.path("other-cache");
+    env.arca(&["ls", "latest"])
+        .env("ARCA_CACHE_DIR", &other_cache)
+        .assert()
+        .success();
+    // The pack is lost; a forced backup stores the data again, in a new pack.
+    fs::remove_file(new_packs(&env, &[]).remove(0)).unwrap();
+    let report = env.backup(&[&env.src], &["--force"]);
+    assert!(
+        report["snapshot"]["summary"]["bytes_added"]
+            .as_u64()
+            .unwrap()
+            >= 10_000,
+        "{report}"
+    );
+    // The newest snapshot is whole, and every cache must find its data.
+    for cache in [&env.cache, &other_cache] {
+        let target = env.path("restored");
+        let _ = fs::remove_dir_all(&target);
+        env.arca(&[
+            "restore",
+            &env.latest_src(),
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .env("ARCA_CACHE_DIR", cache)
+        .assert()
+        .success();
+        assert_eq!(
+            fs::read(target.join("f")).unwrap(),
+            pseudo_random(1, 10_000)
+        );
+    }
 }

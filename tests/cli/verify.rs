@@ -20,7 +20,10 @@ fn verify_of_a_clean_repository_exits_0() {
     let report = env.json(&["verify", "--read-data"]);
     assert!(report["damage"].as_array().unwrap().is_empty(), "{report}");
     assert_eq!(report["packs_read"], report["packs"], "{report}");
-    assert!(report["packs"].as_u64().unwrap() >= 3, "expected several packs: {report}");
+    assert!(
+        report["packs"].as_u64().unwrap() >= 3,
+        "expected several packs: {report}"
+    );
     assert_eq!(report["snapshots"], 1);
     env.assert_verified();
 }
@@ -29,11 +32,23 @@ fn verify_of_a_clean_repository_exits_0() {
 fn verify_read_data_subsets_are_accepted() {
     let env = backed_up();
     let packs = env.json(&["verify"])["packs"].as_u64().unwrap();
-    let first = env.json(&["verify", "--read-data-subset", "1/2"])["packs_read"].as_u64().unwrap();
-    let second = env.json(&["verify", "--read-data-subset", "2/2"])["packs_read"].as_u64().unwrap();
-    assert_eq!(first + second, packs, "the two halves should cover every pack once");
-    env.arca(&["verify", "--read-data-subset", "50%"]).assert().success();
-    let all = env.json(&["verify", "--read-data-subset", "100%"])["packs_read"].as_u64().unwrap();
+    let first = env.json(&["verify", "--read-data-subset", "1/2"])["packs_read"]
+        .as_u64()
+        .unwrap();
+    let second = env.json(&["verify", "--read-data-subset", "2/2"])["packs_read"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        first + second,
+        packs,
+        "the two halves should cover every pack once"
+    );
+    env.arca(&["verify", "--read-data-subset", "50%"])
+        .assert()
+        .success();
+    let all = env.json(&["verify", "--read-data-subset", "100%"])["packs_read"]
+        .as_u64()
+        .unwrap();
     assert_eq!(all, packs);
     env.assert_verified();
 }
@@ -43,7 +58,11 @@ fn verify_refuses_an_invalid_subset_as_a_usage_error() {
     let env = backed_up();
     for bad in ["0/2", "3/2", "abc", "0%", "101%", "1/0", ""] {
         let out = env.fails(&["verify", "--read-data-subset", bad], EXIT_USAGE);
-        assert!(stderr(&out).contains("--read-data-subset"), "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--read-data-subset"),
+            "{bad}: {}",
+            stderr(&out)
+        );
     }
 }
 

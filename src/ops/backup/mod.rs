@@ -234,7 +234,9 @@ pub fn backup(
                 hosts: vec![host.clone()],
                 ..Default::default()
             };
-            repo.list_snapshots()?
+            // A damaged snapshot file must not stop backups: it just cannot be a parent.
+            repo.list_readable_snapshots()?
+                .0
                 .into_iter()
                 .rev()
                 .find(|(_, s)| filter.matches(s) && s.paths == path_strings)

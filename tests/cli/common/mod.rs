@@ -23,6 +23,8 @@ pub const EXIT_PROBLEMS: i32 = 3;
 
 pub struct TestEnv {
     dir: tempfile::TempDir,
+    /// The `arca` binary this environment runs (see [`pin_binary`]).
+    bin: PathBuf,
     pub repo: PathBuf,
     pub cache: PathBuf,
     /// Where tests put the files they back up.
@@ -36,7 +38,13 @@ impl TestEnv {
         let root = dir.path().to_path_buf();
         let src = root.join("src");
         fs::create_dir(&src).unwrap();
-        TestEnv { repo: root.join("repo"), cache: root.join("cache"), src, dir }
+        TestEnv {
+            bin: pin_binary(&root),
+            repo: root.join("repo"),
+            cache: root.join("cache"),
+            src,
+            dir,
+        }
     }
 
     /// A new environment with a repository made with the cheap KDF.
@@ -65,21 +73,30 @@ impl TestEnv {
     /// `arca ARGS` with this environment's repository, cache and password, and no other
     /// `ARCA_*` variable from the test run's own environment.
     pub fn arca(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::cargo_bin("arca").unwrap();
+        let mut cmd = Command::new(&self.bin);
         self.configure(&mut cmd);
         cmd.args(args);
         cmd
     }
 
-    /// `arca ARGS` run as the unprivileged user `nobody` (via `setpriv`; the caller must be
-    /// root and have made the environment accessible with [`TestEnv::open_to_everyone`]).
-    pub fn arca_as_nobody(&self, args: &[&str]) -> Command {
+    /// `arca ARGS` run by a user without root's privileges: ourselves if we are not root,
+    /// else `nobody` (via `setpriv`, after making the whole environment accessible to
+    /// everyone). `None` when neither is possible: the caller skips its test.
+    pub fn arca_unprivileged(&self, args: &[&str]) -> Option<Command> {
+        if !is_root() {
+            return Some(self.arca(args));
+        }
+        if !have("setpriv") {
+            eprintln!("skipped: running as root without setpriv to drop privileges");
+            return None;
+        }
+        self.open_to_everyone();
         let mut cmd = Command::new("setpriv");
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
-        cmd.arg(assert_cmd::cargo::cargo_bin("arca"));
+        cmd.arg(&self.bin);
         self.configure(&mut cmd);
         cmd.args(args);
-        cmd
+        Some(cmd)
     }
 
     fn configure(&self, cmd: &mut Command) {
@@ -99,8 +116,15 @@ impl TestEnv {
     pub fn json(&self, args: &[&str]) -> Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        let out = self.arca(&all).assert().success().get_output().stdout.clone();
-        serde_json::from_slice(&out).unwrap_or_else(|e| panic!("arca {all:?} printed invalid JSON ({e}): {}", text(&out)))
+        let out = self
+            .arca(&all)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("arca {all:?} printed invalid JSON ({e}): {}", text(&out)))
     }
 
     /// Backs up `paths` with `--json` plus `extra` options, expects exit 0, returns the report.
@@ -175,20 +199,47 @@ impl TestEnv {
     /// `arca verify --read-data` succeeds: what the test wrote is intact, data included.
     pub fn assert_verified(&self) {
         let out = self.arca(&["verify", "--read-data"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "verify --read-data found problems:\n{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "verify --read-data found problems:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
     }
 
     /// Makes everything in the environment readable and writable by any user.
-    pub fn open_to_everyone(&self) {
+    fn open_to_everyone(&self) {
         fs::set_permissions(self.root(), fs::Permissions::from_mode(0o777)).unwrap();
         for path in entries_below(self.root()) {
             let meta = fs::symlink_metadata(&path).unwrap();
-            let mode = if meta.is_dir() { 0o777 } else { 0o666 };
-            if !meta.file_type().is_symlink() {
+            // The binary may be a hard link to cargo's own: its mode is not ours to change.
+            if !meta.file_type().is_symlink() && path != self.bin {
+                let mode = if meta.is_dir() { 0o777 } else { 0o666 };
                 fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
             }
         }
     }
+}
+
+/// The `arca` binary cargo built for this test run, hard-linked into `dir` when possible.
+///
+/// Other people build in the same target directory while the tests run; a rebuild replaces
+/// `target/debug/arca`, and a test starting at that moment would find no binary. A link
+/// keeps the file this environment started with, and costs nothing.
+fn pin_binary(dir: &Path) -> PathBuf {
+    let built = assert_cmd::cargo::cargo_bin("arca");
+    let pinned = dir.join("arca");
+    for _ in 0..100 {
+        if fs::hard_link(&built, &pinned).is_ok() {
+            return pinned;
+        }
+        if built.exists() {
+            return built; // another file system: run it where it is
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{} is missing: build it with `cargo test`", built.display());
 }
 
 /// Runs `cmd`, expecting exit `code`, no panic, and `env`'s repository untouched.
@@ -196,7 +247,12 @@ pub fn fails_with(env: &TestEnv, mut cmd: Command, code: i32) -> Output {
     let before = env.repo_files();
     let out = cmd.output().unwrap();
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stdout:\n{}stderr:\n{stderr}", text(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}stderr:\n{stderr}",
+        text(&out.stdout)
+    );
     assert!(!stderr.contains("panicked"), "arca panicked:\n{stderr}");
     assert!(env.repo_files() == before, "the repository changed");
     out
@@ -240,7 +296,9 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
 /// Every entry below `dir`, directories before their contents, sorted.
 pub fn entries_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(read) = fs::read_dir(dir) else { return out };
+    let Ok(read) = fs::read_dir(dir) else {
+        return out;
+    };
     let mut names: Vec<PathBuf> = read.map(|e| e.unwrap().path()).collect();
     names.sort();
     for path in names {
@@ -255,7 +313,10 @@ pub fn entries_below(dir: &Path) -> Vec<PathBuf> {
 
 /// Every regular file below `dir`, sorted.
 pub fn files_below(dir: &Path) -> Vec<PathBuf> {
-    entries_below(dir).into_iter().filter(|p| fs::symlink_metadata(p).unwrap().is_file()).collect()
+    entries_below(dir)
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(p).unwrap().is_file())
+        .collect()
 }
 
 /// Inverts one bit of the byte at `offset`.
@@ -265,7 +326,7 @@ pub fn flip_bit(path: &Path, offset: usize) {
     write_in_place(path, &bytes);
 }
 
-/// Overwrites a repository file, which arca writes read-only or not: tests damage it anyway.
+/// Overwrites a repository file, whatever mode arca gave it: tests damage repositories.
 pub fn write_in_place(path: &Path, bytes: &[u8]) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
     fs::write(path, bytes).unwrap();
@@ -274,12 +335,17 @@ pub fn write_in_place(path: &Path, bytes: &[u8]) {
 /// Whether we run as root (who reads every file whatever its mode).
 pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// Runs a helper program (`mkfifo`, `touch`…) and expects success.
 pub fn run(program: &str, args: &[&str]) {
-    let status = std::process::Command::new(program).args(args).status().unwrap();
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .unwrap();
     assert!(status.success(), "{program} {args:?} failed");
 }
 
@@ -296,7 +362,11 @@ pub fn have(program: &str) -> bool {
 /// The packs that appeared since `before` (a listing from [`TestEnv::packs`]), largest first:
 /// a backup's data pack comes before its (small) tree pack.
 pub fn new_packs(env: &TestEnv, before: &[PathBuf]) -> Vec<PathBuf> {
-    let mut new: Vec<PathBuf> = env.packs().into_iter().filter(|p| !before.contains(p)).collect();
+    let mut new: Vec<PathBuf> = env
+        .packs()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
     new.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
     new
 }
@@ -305,11 +375,4 @@ pub fn new_packs(env: &TestEnv, before: &[PathBuf]) -> Vec<PathBuf> {
 pub fn pack_name(path: &Path) -> String {
     let id = path.file_name().unwrap().to_str().unwrap();
     format!("packs/{}/{id}", &id[..2])
-}
-
-/// The id (64 hex) of the newest snapshot.
-pub fn latest_id(env: &TestEnv) -> String {
-    let list = env.json(&["snapshots"]);
-    let all = list.as_array().unwrap();
-    all.last().unwrap()["id"].as_str().unwrap().to_string()
 }
