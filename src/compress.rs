@@ -64,6 +64,14 @@ pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
 /// Decompresses a zstd frame whose uncompressed length is known in advance; anything that
 /// does not decompress to exactly `raw_len` bytes is an error.
 pub fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>> {
+    // The frame states its size: refuse a mismatch before allocating for the claim.
+    match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(n)) if n == raw_len as u64 => {}
+        Ok(Some(n)) => {
+            return Err(Error::corrupt("compressed blob", format!("frame holds {n} bytes, expected {raw_len}")));
+        }
+        _ => return Err(Error::corrupt("compressed blob", "not a zstd frame with a stated size")),
+    }
     // A decompression context per thread: creating one per blob costs more than small blobs.
     let out = DECOMPRESSOR
         .with(|cell| {

@@ -70,6 +70,9 @@ pub fn check_file_header(bytes: &[u8], kind: FileKind) -> Result<&[u8], HeaderEr
     if bytes[5] as u32 != FORMAT_VERSION {
         return Err(HeaderError::Version(bytes[5] as u32));
     }
+    if bytes[6] != 0 || bytes[7] != 0 {
+        return Err(HeaderError::Malformed("reserved header bytes are not zero".into()));
+    }
     Ok(&bytes[FILE_HEADER_LEN..])
 }
 
@@ -157,5 +160,10 @@ mod tests {
             Err(HeaderError::Version(2))
         );
         assert!(check_file_header(b"ARC", FileKind::Snapshot).is_err());
+        // Found by fuzzing: reserved bytes must be zero, or a damaged key file would
+        // decode, fail to authenticate, and be reported as a wrong password.
+        let mut reserved = file_header(FileKind::Key).to_vec();
+        reserved[6] = 0xff;
+        assert!(matches!(check_file_header(&reserved, FileKind::Key), Err(HeaderError::Malformed(_))));
     }
 }

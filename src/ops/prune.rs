@@ -19,6 +19,9 @@ use crate::id::{BlobId, IndexId, PackId};
 use crate::repository::{BlobLocation, LockKind, Repository};
 use crate::storage::FileType;
 
+/// How many packs under a quarter of the target size prune lets gather before merging them.
+const SMALL_PACKS_TO_MERGE: usize = 8;
+
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
     /// Unused bytes tolerated, in percent of the used bytes.
@@ -102,6 +105,8 @@ pub fn plan(
             "index segment index/{id} cannot be read ({problem}); prune deletes nothing until `arca repair index` has run"
         )));
     }
+    // Blobs are read from copies that still exist; vanished packs drop out of the index.
+    repo.forget_missing_packs()?;
     let present: HashMap<PackId, u64> = repo
         .list_files(FileType::Pack)?
         .into_iter()
@@ -124,7 +129,10 @@ pub fn plan(
             continue;
         }
         let tree = repo.load_tree(&tree_id).map_err(|e| {
-            Error::invalid(format!("{e}; prune deletes nothing while a snapshot's tree is unreadable (see `arca verify`)"))
+            Error::invalid(format!(
+                "{e}; prune deletes nothing while a snapshot's tree is missing or unreadable: \
+                 run `arca verify`, then `arca repair snapshots`"
+            ))
         })?;
         progress.advance(tree.nodes.len() as u64, 0);
         for node in tree.nodes {
@@ -215,15 +223,15 @@ pub fn plan(
         unused_after -= packs[i].unused_bytes;
         repack_bytes += packs[i].used_bytes;
     }
-    // Many small packs (the tail of every backup) are merged into full ones.
+    // Small packs (the tail of every backup) are merged once enough have gathered: merging
+    // each time there are two would rewrite the same data on every prune.
     let small_limit = repo.config().pack_size as u64 / 4;
     let small: Vec<usize> = (0..packs.len())
         .filter(|&i| {
-            matches!(packs[i].action, PackAction::Keep | PackAction::KeepPartial)
-                && packs[i].size < small_limit
+            matches!(packs[i].action, PackAction::Keep | PackAction::KeepPartial) && packs[i].size < small_limit
         })
         .collect();
-    if small.len() >= 2 {
+    if small.len() >= SMALL_PACKS_TO_MERGE {
         for i in small {
             if repack_bytes + packs[i].used_bytes > max_repack {
                 break;

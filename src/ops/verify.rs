@@ -169,7 +169,7 @@ pub fn verify(
         let name = FileType::Pack.relative_path(&id.to_hex());
         match present.get(&id.to_hex()) {
             None => {
-                found.add("pack", name, "missing");
+                found.add("pack", name, "missing (`arca repair snapshots` then `arca prune` remove what it takes away)");
                 bad_packs.insert(*id);
             }
             Some(actual) if actual != size => {

@@ -12,4 +12,5 @@ mod key;
 mod lock;
 mod mirror;
 mod prune;
+mod repair;
 mod stats;

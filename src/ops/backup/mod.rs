@@ -243,7 +243,8 @@ pub fn backup(
         }
     };
     let parent_tree = match &parent {
-        Some((_, s)) => Some(repo.load_tree(&s.tree)?),
+        // A parent whose trees are lost only costs speed: everything is read afresh.
+        Some((_, s)) => repo.load_tree(&s.tree).ok(),
         None => None,
     };
 
