@@ -26,9 +26,11 @@ pub fn username() -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
+/// Whether this process runs as root (asked once: restore asks for every file).
 pub fn is_root() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    *ROOT.get_or_init(|| unsafe { libc::geteuid() == 0 })
 }
 
 pub fn now() -> Timestamp {

@@ -229,10 +229,26 @@ impl LocalIndex {
         Ok(self.lookup_all(id)?.into_iter().next())
     }
 
+    /// [`lookup`](Self::lookup) for many blobs, in one read transaction: SQLite otherwise
+    /// takes and drops its file locks around every single statement.
+    pub fn lookup_many(&self, ids: &[BlobId]) -> Result<Vec<Option<BlobLocation>>> {
+        let conn = self.conn();
+        conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
+        let result =
+            ids.iter().map(|id| Ok(self.copies(&conn, id)?.into_iter().next())).collect::<Result<Vec<_>>>();
+        let end = conn.execute_batch("COMMIT");
+        let out = result?;
+        end.map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
     /// Every stored copy of a blob, the most recently indexed first. A blob has several
     /// copies when it was stored again after its pack went missing, or by concurrent backups.
     pub fn lookup_all(&self, id: &BlobId) -> Result<Vec<BlobLocation>> {
-        let conn = self.conn();
+        self.copies(&self.conn(), id)
+    }
+
+    fn copies(&self, conn: &Connection, id: &BlobId) -> Result<Vec<BlobLocation>> {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT b.kind, p.id, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.num = b.pack \
@@ -241,13 +257,7 @@ impl LocalIndex {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![id.as_bytes().as_slice()], |r| {
-                Ok((
-                    r.get::<_, u8>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, u32>(4)?,
-                ))
+                Ok((r.get::<_, u8>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, u32>(3)?, r.get::<_, u32>(4)?))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();

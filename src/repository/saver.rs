@@ -22,6 +22,10 @@ use crate::format::{self as fmt};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::storage::FileType;
 
+thread_local! {
+    static SEAL_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Write an index segment once this many blobs wait in written packs, so that a long
 /// backup's progress survives a crash and memory stays bounded.
 const CHECKPOINT_BLOBS: usize = 100_000;
@@ -159,7 +163,10 @@ impl<'r> BlobSaver<'r> {
             return Ok(Saved { id, added: false });
         }
         let level = Some(self.repo.config().compression_level);
-        let mut sealed = Vec::with_capacity(plaintext.len() + crypto::SEAL_OVERHEAD + 8);
+        // A per-thread scratch buffer: a fresh allocation per blob costs page faults.
+        let mut sealed = SEAL_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        sealed.clear();
+        sealed.reserve(plaintext.len() + crypto::SEAL_OVERHEAD + 8);
         sealed.resize(crypto::seal::NONCE_LEN, 0);
         fmt::encode_payload_into(plaintext, level, &mut sealed);
         let object = match kind {
@@ -172,7 +179,11 @@ impl<'r> BlobSaver<'r> {
             &mut sealed,
         );
 
-        self.append(kind, id, plaintext.len() as u32, &sealed)?;
+        let appended = self.append(kind, id, plaintext.len() as u32, &sealed);
+        if sealed.capacity() <= 32 << 20 {
+            SEAL_BUFFER.with(|b| *b.borrow_mut() = sealed);
+        }
+        appended?;
         Ok(Saved { id, added: true })
     }
 

@@ -19,6 +19,52 @@ use crate::format::pack::BlobKind;
 use crate::format::tree::Node;
 use crate::id::BlobId;
 
+/// Largest read buffer a thread keeps for the next file.
+const KEEP_BUFFER: usize = 32 << 20;
+
+thread_local! {
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A read buffer borrowed from the thread, returned when dropped: allocating a fresh one
+/// per file costs page faults and zeroing in the kernel for every file read.
+struct ScratchBuffer(Vec<u8>);
+
+impl ScratchBuffer {
+    fn take() -> Self {
+        let mut buf = READ_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        buf.clear();
+        ScratchBuffer(buf)
+    }
+}
+
+impl std::ops::Deref for ScratchBuffer {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ScratchBuffer {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Drop for ScratchBuffer {
+    fn drop(&mut self) {
+        if self.0.capacity() <= KEEP_BUFFER {
+            let buf = std::mem::take(&mut self.0);
+            READ_BUFFER.with(|b| {
+                let mut slot = b.borrow_mut();
+                if slot.capacity() < buf.capacity() {
+                    *slot = buf;
+                }
+            });
+        }
+    }
+}
+
 /// How much of a large file is read and chunked at a time.
 const SEGMENT_LEN: usize = 16 << 20;
 
@@ -85,7 +131,7 @@ pub(crate) fn read_content(ctx: &Context<'_>, path: &Path, node: &mut Node) -> R
     let max_chunk = chunker.params().max_size as usize;
     let mut content = Vec::new();
     let mut total = 0u64;
-    let mut buf: Vec<u8> = Vec::new();
+    let mut buf = ScratchBuffer::take();
     let first_read = (node.size as usize).saturating_add(1).min(SEGMENT_LEN);
     let mut want = first_read;
     loop {
