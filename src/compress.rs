@@ -68,9 +68,17 @@ pub fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>> {
     match zstd::zstd_safe::get_frame_content_size(data) {
         Ok(Some(n)) if n == raw_len as u64 => {}
         Ok(Some(n)) => {
-            return Err(Error::corrupt("compressed blob", format!("frame holds {n} bytes, expected {raw_len}")));
+            return Err(Error::corrupt(
+                "compressed blob",
+                format!("frame holds {n} bytes, expected {raw_len}"),
+            ));
         }
-        _ => return Err(Error::corrupt("compressed blob", "not a zstd frame with a stated size")),
+        _ => {
+            return Err(Error::corrupt(
+                "compressed blob",
+                "not a zstd frame with a stated size",
+            ));
+        }
     }
     // A decompression context per thread: creating one per blob costs more than small blobs.
     let out = DECOMPRESSOR

@@ -2,8 +2,12 @@
 //! by `arca::ops` and `arca::repository`.
 
 mod backup;
+mod copy;
+mod diff;
 mod dump;
+mod forget;
 mod init;
+mod key;
 mod ls;
 mod output;
 mod password;
@@ -11,6 +15,7 @@ mod prune;
 mod repair;
 mod restore;
 mod snapshots;
+mod stats;
 mod unlock;
 mod verify;
 
@@ -89,6 +94,10 @@ enum Command {
     Snapshots(snapshots::SnapshotsArgs),
     /// List the entries of a snapshot
     Ls(ls::LsArgs),
+    /// Show what changed between two snapshots
+    Diff(diff::DiffArgs),
+    /// Show how much the snapshots hold and how much space they take
+    Stats(stats::StatsArgs),
     /// Restore a snapshot, or part of one, into a directory
     Restore(restore::RestoreArgs),
     /// Write one file of a snapshot to standard output
@@ -97,10 +106,16 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Remove stale locks left by processes that are gone
     Unlock(unlock::UnlockArgs),
+    /// Remove snapshots by a retention policy (--keep-*) or by id
+    Forget(forget::ForgetArgs),
     /// Remove data no snapshot needs, and repack mostly unused packs
     Prune(prune::PruneArgs),
     /// Repair a damaged repository: rebuild the index, or rewrite snapshots without lost files
     Repair(repair::RepairArgs),
+    /// Manage keys: list, add and remove passwords, or change one
+    Key(key::KeyArgs),
+    /// Copy snapshots into another repository (with its own password and key)
+    Copy(copy::CopyArgs),
 }
 
 /// `--host`, `--path`, `--tag`: which snapshots `latest` may name.
@@ -197,12 +212,17 @@ pub fn main() -> i32 {
         Command::Backup(args) => backup::run(&global, args),
         Command::Snapshots(args) => snapshots::run(&global, args),
         Command::Ls(args) => ls::run(&global, args),
+        Command::Diff(args) => diff::run(&global, args),
+        Command::Stats(args) => stats::run(&global, args),
         Command::Restore(args) => restore::run(&global, args),
         Command::Dump(args) => dump::run(&global, args),
         Command::Verify(args) => verify::run(&global, args),
         Command::Unlock(args) => unlock::run(&global, args),
+        Command::Forget(args) => forget::run(&global, args),
         Command::Prune(args) => prune::run(&global, args),
         Command::Repair(args) => repair::run(&global, args),
+        Command::Key(args) => key::run(&global, args),
+        Command::Copy(args) => copy::run(&global, args),
     };
     match result {
         Ok(code) => code,

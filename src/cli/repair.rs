@@ -46,21 +46,35 @@ pub fn run(global: &Global, args: &RepairArgs) -> Result<i32> {
             } else if !global.quiet {
                 println!(
                     "indexed {} blobs in {} packs: wrote {} index segment(s), removed {} old one(s)",
-                    report.blobs_indexed, report.packs_indexed, report.segments_written, report.segments_removed
+                    report.blobs_indexed,
+                    report.packs_indexed,
+                    report.segments_written,
+                    report.segments_removed
                 );
             }
-            Ok(if report.unreadable_packs.is_empty() { EXIT_OK } else { EXIT_PROBLEMS })
+            Ok(if report.unreadable_packs.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_PROBLEMS
+            })
         }
         RepairWhat::Snapshots(a) => {
-            let options =
-                RepairSnapshotsOptions { snapshots: a.snapshots.clone(), forget: a.forget, dry_run: a.dry_run };
+            let options = RepairSnapshotsOptions {
+                snapshots: a.snapshots.clone(),
+                forget: a.forget,
+                dry_run: a.dry_run,
+            };
             let report = repair::repair_snapshots(&repo, &options)?;
             if global.json {
                 output::json(&report)?;
             } else if !global.quiet {
                 for r in &report.repaired {
                     match &r.repaired {
-                        Some(new) => println!("snapshot {} repaired as {}; lost:", r.original.short(), new.short()),
+                        Some(new) => println!(
+                            "snapshot {} repaired as {}; lost:",
+                            r.original.short(),
+                            new.short()
+                        ),
                         None => println!("snapshot {} would lose:", r.original.short()),
                     }
                     for l in &r.lost {
@@ -71,7 +85,11 @@ pub fn run(global: &Global, args: &RepairArgs) -> Result<i32> {
                     "{} snapshot(s) checked, {} {}{}",
                     report.snapshots_checked,
                     report.repaired.len(),
-                    if a.dry_run { "need repair (dry run: nothing changed)" } else { "repaired" },
+                    if a.dry_run {
+                        "need repair (dry run: nothing changed)"
+                    } else {
+                        "repaired"
+                    },
                     if report.forgotten.is_empty() {
                         String::new()
                     } else {

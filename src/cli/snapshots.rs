@@ -41,7 +41,11 @@ pub fn run(global: &Global, args: &SnapshotsArgs) -> Result<i32> {
             })
             .collect();
         output::json(&listed)?;
-        return Ok(if damaged.is_empty() { EXIT_OK } else { EXIT_PROBLEMS });
+        return Ok(if damaged.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_PROBLEMS
+        });
     }
     println!(
         "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  paths",
@@ -61,5 +65,9 @@ pub fn run(global: &Global, args: &SnapshotsArgs) -> Result<i32> {
     if !global.quiet {
         println!("{} snapshot(s)", snapshots.len());
     }
-    Ok(if damaged.is_empty() { EXIT_OK } else { EXIT_PROBLEMS })
+    Ok(if damaged.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_PROBLEMS
+    })
 }

@@ -15,9 +15,15 @@ pub struct VerifyArgs {
     /// Read back only a part: N/M (the Nth of M parts) or P% (a random share)
     #[arg(long, value_name = "N/M|P%")]
     read_data_subset: Option<String>,
+    /// Check a copy of a repository without its password: every file must hash to its name
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["read_data", "read_data_subset"])]
+    mirror: Option<std::path::PathBuf>,
 }
 
 pub fn run(global: &Global, args: &VerifyArgs) -> Result<i32> {
+    if let Some(dir) = &args.mirror {
+        return run_mirror(global, dir);
+    }
     let read_data = match (&args.read_data, &args.read_data_subset) {
         (true, Some(_)) => {
             return Err(
@@ -79,6 +85,46 @@ pub fn run(global: &Global, args: &VerifyArgs) -> Result<i32> {
                 report.data_blobs,
                 report.packs,
                 read
+            );
+        }
+    }
+    Ok(if report.is_clean() {
+        EXIT_OK
+    } else {
+        EXIT_PROBLEMS
+    })
+}
+
+/// `verify --mirror DIR`: no password, no repository opened; hashes only.
+fn run_mirror(global: &Global, dir: &std::path::Path) -> Result<i32> {
+    let report = arca::ops::mirror::check_mirror(dir)?;
+    if global.json {
+        output::json(&report)?;
+    } else {
+        for p in &report.problems {
+            println!("damaged {}: {}", p.path, p.message);
+        }
+        if !global.quiet {
+            if !report.temp_files.is_empty() {
+                println!(
+                    "{} temporary file(s) of unfinished writes (harmless; safe to delete when nothing runs)",
+                    report.temp_files.len()
+                );
+            }
+            println!(
+                "{}: {} files ({}) hashed in {}: {} keys, {} snapshots, {} index segments, {} packs",
+                if report.is_clean() {
+                    "no damage found"
+                } else {
+                    "DAMAGE FOUND"
+                },
+                report.files_checked,
+                output::bytes(report.bytes_checked),
+                dir.display(),
+                report.keys.files,
+                report.snapshots.files,
+                report.index.files,
+                report.packs.files
             );
         }
     }

@@ -19,7 +19,11 @@ pub struct KdfParams {
 impl KdfParams {
     /// The default for new keys, RFC 9106's second recommended setting: 64 MiB, 3 passes,
     /// 4 lanes (computed in parallel: about 0.1 s on two cores).
-    pub const DEFAULT: KdfParams = KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 4 };
+    pub const DEFAULT: KdfParams = KdfParams {
+        memory_kib: 64 * 1024,
+        iterations: 3,
+        parallelism: 4,
+    };
     /// The cheapest parameters accepted; for tests only.
     pub const MINIMAL: KdfParams = KdfParams {
         memory_kib: 8,
@@ -101,7 +105,10 @@ mod tests {
     #[test]
     fn kdf_default_parameters_golden_vector() {
         let key = derive_wrapping_key(b"correct horse", &[9u8; 32], &KdfParams::DEFAULT).unwrap();
-        assert_eq!(hex::encode(key), "7234ac1c93e9f2de230a56d054a609496a0cc563db6f903aa38a7490471fbe2e");
+        assert_eq!(
+            hex::encode(key),
+            "7234ac1c93e9f2de230a56d054a609496a0cc563db6f903aa38a7490471fbe2e"
+        );
     }
 
     #[test]

@@ -71,7 +71,9 @@ pub fn check_file_header(bytes: &[u8], kind: FileKind) -> Result<&[u8], HeaderEr
         return Err(HeaderError::Version(bytes[5] as u32));
     }
     if bytes[6] != 0 || bytes[7] != 0 {
-        return Err(HeaderError::Malformed("reserved header bytes are not zero".into()));
+        return Err(HeaderError::Malformed(
+            "reserved header bytes are not zero".into(),
+        ));
     }
     Ok(&bytes[FILE_HEADER_LEN..])
 }
@@ -164,6 +166,9 @@ mod tests {
         // decode, fail to authenticate, and be reported as a wrong password.
         let mut reserved = file_header(FileKind::Key).to_vec();
         reserved[6] = 0xff;
-        assert!(matches!(check_file_header(&reserved, FileKind::Key), Err(HeaderError::Malformed(_))));
+        assert!(matches!(
+            check_file_header(&reserved, FileKind::Key),
+            Err(HeaderError::Malformed(_))
+        ));
     }
 }

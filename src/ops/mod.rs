@@ -1,11 +1,16 @@
 //! Operations: what the commands do, built on the repository layer.
 
 pub mod backup;
+pub mod copy;
+pub mod diff;
 pub mod dump;
+pub mod forget;
 pub mod ls;
+pub mod mirror;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod stats;
 pub mod tree_walk;
 pub mod verify;
 

@@ -228,7 +228,8 @@ pub fn plan(
     let small_limit = repo.config().pack_size as u64 / 4;
     let small: Vec<usize> = (0..packs.len())
         .filter(|&i| {
-            matches!(packs[i].action, PackAction::Keep | PackAction::KeepPartial) && packs[i].size < small_limit
+            matches!(packs[i].action, PackAction::Keep | PackAction::KeepPartial)
+                && packs[i].size < small_limit
         })
         .collect();
     if small.len() >= SMALL_PACKS_TO_MERGE {

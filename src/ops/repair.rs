@@ -42,8 +42,10 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
         .into_iter()
         .filter_map(|f| Some((f.name.parse().ok()?, f.size)))
         .collect();
-    let headers: Vec<(PackId, u64, Result<Vec<_>>)> =
-        packs.par_iter().map(|(id, size)| (*id, *size, repo.read_pack_header(id, *size))).collect();
+    let headers: Vec<(PackId, u64, Result<Vec<_>>)> = packs
+        .par_iter()
+        .map(|(id, size)| (*id, *size, repo.read_pack_header(id, *size)))
+        .collect();
     let mut indexed: Vec<IndexedPack> = Vec::new();
     for (id, size, header) in headers {
         match header {
@@ -58,7 +60,11 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
         }
     }
     report.packs_indexed = indexed.len() as u64;
-    let old: Vec<IndexId> = repo.list_files(FileType::Index)?.iter().filter_map(|f| f.name.parse().ok()).collect();
+    let old: Vec<IndexId> = repo
+        .list_files(FileType::Index)?
+        .iter()
+        .filter_map(|f| f.name.parse().ok())
+        .collect();
 
     // New segments first; only the last supersedes the old ones, so a crash part-way
     // leaves the old index in force (with harmless duplicates).
@@ -124,7 +130,12 @@ impl Rewriter<'_> {
     }
 
     /// The id of `tree` with every lost entry left out (the same id when nothing is lost).
-    fn rewrite(&mut self, tree_id: &BlobId, path: &Path, lost: &mut Vec<Problem>) -> Result<Option<BlobId>> {
+    fn rewrite(
+        &mut self,
+        tree_id: &BlobId,
+        path: &Path,
+        lost: &mut Vec<Problem>,
+    ) -> Result<Option<BlobId>> {
         if let Some(done) = self.done.get(tree_id) {
             return Ok(*done);
         }
@@ -149,7 +160,10 @@ impl Rewriter<'_> {
                     }
                 }
                 if missing > 0 {
-                    lost.push(Problem { path: shown, message: format!("{missing} of {} chunks lost", node.content.len()) });
+                    lost.push(Problem {
+                        path: shown,
+                        message: format!("{missing} of {} chunks lost", node.content.len()),
+                    });
                     changed = true;
                     continue;
                 }
@@ -162,7 +176,10 @@ impl Rewriter<'_> {
                         changed = true;
                     }
                     None => {
-                        lost.push(Problem { path: shown, message: "directory lost".into() });
+                        lost.push(Problem {
+                            path: shown,
+                            message: "directory lost".into(),
+                        });
                         changed = true;
                         continue;
                     }
@@ -185,7 +202,10 @@ impl Rewriter<'_> {
 }
 
 /// Rewrites snapshots that refer to lost data. Originals are kept unless `forget`.
-pub fn repair_snapshots(repo: &Repository, options: &RepairSnapshotsOptions) -> Result<RepairSnapshotsReport> {
+pub fn repair_snapshots(
+    repo: &Repository,
+    options: &RepairSnapshotsOptions,
+) -> Result<RepairSnapshotsReport> {
     let lock = repo.lock(LockKind::Exclusive, "repair snapshots")?;
     repo.forget_missing_packs()?;
     let snapshots: Vec<(SnapshotId, Snapshot)> = if options.snapshots.is_empty() {
@@ -197,9 +217,20 @@ pub fn repair_snapshots(repo: &Repository, options: &RepairSnapshotsOptions) -> 
             .map(|spec| repo.find_snapshot(spec, &Default::default()))
             .collect::<Result<_>>()?
     };
-    let saver = if options.dry_run { None } else { Some(repo.saver()?) };
-    let mut rewriter = Rewriter { repo, saver, done: HashMap::new() };
-    let mut report = RepairSnapshotsReport { snapshots_checked: snapshots.len() as u64, ..Default::default() };
+    let saver = if options.dry_run {
+        None
+    } else {
+        Some(repo.saver()?)
+    };
+    let mut rewriter = Rewriter {
+        repo,
+        saver,
+        done: HashMap::new(),
+    };
+    let mut report = RepairSnapshotsReport {
+        snapshots_checked: snapshots.len() as u64,
+        ..Default::default()
+    };
     let mut pending: Vec<(SnapshotId, Snapshot, Vec<Problem>)> = Vec::new();
     for (id, snapshot) in snapshots {
         let mut lost = Vec::new();
@@ -211,7 +242,10 @@ pub fn repair_snapshots(repo: &Repository, options: &RepairSnapshotsOptions) -> 
         repaired.tree = match root {
             Some(root) => root,
             None => {
-                lost.push(Problem { path: "/".into(), message: "the snapshot's root tree is lost".into() });
+                lost.push(Problem {
+                    path: "/".into(),
+                    message: "the snapshot's root tree is lost".into(),
+                });
                 let empty = Tree::default().encode_body();
                 match &rewriter.saver {
                     Some(saver) => saver.save(BlobKind::Tree, &empty)?.id,
@@ -240,10 +274,16 @@ pub fn repair_snapshots(repo: &Repository, options: &RepairSnapshotsOptions) -> 
             }
             Some(new_id)
         };
-        report.repaired.push(RepairedSnapshot { original, repaired: new_id, lost });
+        report.repaired.push(RepairedSnapshot {
+            original,
+            repaired: new_id,
+            lost,
+        });
     }
     if report.repaired.iter().any(|r| r.lost.is_empty()) {
-        return Err(Error::invalid("internal: a snapshot was rewritten without losing anything"));
+        return Err(Error::invalid(
+            "internal: a snapshot was rewritten without losing anything",
+        ));
     }
     Ok(report)
 }

@@ -204,15 +204,21 @@ fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resu
     let mut blob_slot: HashMap<BlobId, (PackId, usize)> = HashMap::new();
     // Every location looked up at once, in one read transaction of the local index.
     let wanted: Vec<BlobId> = {
-        let mut ids: Vec<BlobId> =
-            entries.iter().filter(|(_, n)| n.kind == NodeKind::File).flat_map(|(_, n)| n.content.iter().copied()).collect();
+        let mut ids: Vec<BlobId> = entries
+            .iter()
+            .filter(|(_, n)| n.kind == NodeKind::File)
+            .flat_map(|(_, n)| n.content.iter().copied())
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids
     };
     let found = repo.index()?.lookup_many(&wanted)?;
-    let locations: HashMap<BlobId, BlobLocation> =
-        wanted.iter().zip(found).filter_map(|(id, loc)| Some((*id, loc?))).collect();
+    let locations: HashMap<BlobId, BlobLocation> = wanted
+        .iter()
+        .zip(found)
+        .filter_map(|(id, loc)| Some((*id, loc?)))
+        .collect();
     for (rel, node) in entries {
         match node.kind {
             NodeKind::Dir => plan.items.push(Item::Dir(rel, node)),
@@ -553,7 +559,8 @@ fn write_whole_file(target: &Path, job: &FileJob, data: &[u8]) -> Result<()> {
         if job.node.is_sparse() {
             file.set_len(job.node.size).at(&temp)?;
             for (start, end) in non_zero_runs(data, 0) {
-                file.write_all_at(&data[start..end], start as u64).at(&temp)?;
+                file.write_all_at(&data[start..end], start as u64)
+                    .at(&temp)?;
             }
         } else {
             file.write_all_at(data, 0).at(&temp)?;
@@ -584,8 +591,12 @@ fn apply_file_metadata(file: &File, path: &Path, node: &Node) -> Result<()> {
             return Err(Error::io(path, e));
         }
     }
-    file.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777)).at(path)?;
-    let t = libc::timespec { tv_sec: node.mtime.secs as libc::time_t, tv_nsec: node.mtime.nanos as libc::c_long };
+    file.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777))
+        .at(path)?;
+    let t = libc::timespec {
+        tv_sec: node.mtime.secs as libc::time_t,
+        tv_nsec: node.mtime.nanos as libc::c_long,
+    };
     let times = [t, t];
     // SAFETY: the descriptor is open for the duration of the call; times points at two timespecs.
     if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } != 0 {

@@ -124,10 +124,16 @@ impl Found {
             });
     }
     fn bad_blob(&self, id: BlobId) {
-        self.bad_blobs.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        self.bad_blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
     }
     fn bad_copy(&self, id: BlobId, pack: PackId) {
-        self.bad_copies.lock().unwrap_or_else(|e| e.into_inner()).insert((id, pack));
+        self.bad_copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((id, pack));
     }
 }
 
@@ -169,7 +175,11 @@ pub fn verify(
         let name = FileType::Pack.relative_path(&id.to_hex());
         match present.get(&id.to_hex()) {
             None => {
-                found.add("pack", name, "missing (`arca repair snapshots` then `arca prune` remove what it takes away)");
+                found.add(
+                    "pack",
+                    name,
+                    "missing (`arca repair snapshots` then `arca prune` remove what it takes away)",
+                );
                 bad_packs.insert(*id);
             }
             Some(actual) if actual != size => {
@@ -278,7 +288,11 @@ pub fn verify(
         report.packs_read = selected.len() as u64;
         report.bytes_read = bytes.load(Ordering::Relaxed);
         // A damaged copy loses data only if no other copy is sound.
-        let bad_copies = found.bad_copies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let bad_copies = found
+            .bad_copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for (id, _) in &bad_copies {
             let sound = index
                 .lookup_all(id)?

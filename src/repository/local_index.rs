@@ -234,8 +234,10 @@ impl LocalIndex {
     pub fn lookup_many(&self, ids: &[BlobId]) -> Result<Vec<Option<BlobLocation>>> {
         let conn = self.conn();
         conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
-        let result =
-            ids.iter().map(|id| Ok(self.copies(&conn, id)?.into_iter().next())).collect::<Result<Vec<_>>>();
+        let result = ids
+            .iter()
+            .map(|id| Ok(self.copies(&conn, id)?.into_iter().next()))
+            .collect::<Result<Vec<_>>>();
         let end = conn.execute_batch("COMMIT");
         let out = result?;
         end.map_err(|e| self.err(e))?;
@@ -257,7 +259,13 @@ impl LocalIndex {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![id.as_bytes().as_slice()], |r| {
-                Ok((r.get::<_, u8>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, u32>(3)?, r.get::<_, u32>(4)?))
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();

@@ -9,6 +9,7 @@ mod lock;
 mod saver;
 mod snapshots;
 
+pub use keys::{KeyEntry, UnreadableKey};
 pub use local_index::{BlobLocation, LocalIndex};
 pub use lock::{FoundLock, Lock, LockKind, STALE_AFTER};
 pub use saver::{BlobSaver, SaveStats};
@@ -450,10 +451,17 @@ impl Repository {
         if bytes.len() < pack::TRAILER_LEN {
             return Err(Error::corrupt(name, "too short to be a pack (truncated)"));
         }
-        let header_len = pack::decode_trailer(&bytes[bytes.len() - pack::TRAILER_LEN..], bytes.len() as u64)
-            .map_err(|e| Error::corrupt(&name, e))? as usize;
+        let header_len = pack::decode_trailer(
+            &bytes[bytes.len() - pack::TRAILER_LEN..],
+            bytes.len() as u64,
+        )
+        .map_err(|e| Error::corrupt(&name, e))? as usize;
         let data_len = bytes.len() - pack::TRAILER_LEN - header_len;
-        self.open_pack_header(pack, &bytes[data_len..data_len + header_len], data_len as u64)
+        self.open_pack_header(
+            pack,
+            &bytes[data_len..data_len + header_len],
+            data_len as u64,
+        )
     }
 
     /// Reads and decodes a pack's header alone, from the end of a pack of `size` bytes.
@@ -462,21 +470,29 @@ impl Repository {
         if size < pack::TRAILER_LEN as u64 {
             return Err(Error::corrupt(name, "too short to be a pack (truncated)"));
         }
-        let trailer = self.read_pack_range(pack, size - pack::TRAILER_LEN as u64, pack::TRAILER_LEN)?;
-        let header_len = pack::decode_trailer(&trailer, size).map_err(|e| Error::corrupt(&name, e))? as u64;
+        let trailer =
+            self.read_pack_range(pack, size - pack::TRAILER_LEN as u64, pack::TRAILER_LEN)?;
+        let header_len =
+            pack::decode_trailer(&trailer, size).map_err(|e| Error::corrupt(&name, e))? as u64;
         let data_len = size - pack::TRAILER_LEN as u64 - header_len;
         let sealed = self.read_pack_range(pack, data_len, header_len as usize)?;
         self.open_pack_header(pack, &sealed, data_len)
     }
 
-    fn open_pack_header(&self, pack: &PackId, sealed: &[u8], data_len: u64) -> Result<Vec<PackEntry>> {
+    fn open_pack_header(
+        &self,
+        pack: &PackId,
+        sealed: &[u8],
+        data_len: u64,
+    ) -> Result<Vec<PackEntry>> {
         let name = FileType::Pack.relative_path(&pack.to_hex());
         let ad = crypto::associated_data(ObjectKind::PackHeader, None);
         let payload = crypto::open(self.keys.encryption(), &ad, sealed)
             .ok_or_else(|| Error::corrupt(&name, "header authentication failed"))?;
         let body = fmt::decode_payload(payload).map_err(|e| Error::corrupt(&name, e))?;
         let mut r = Reader::new(&body);
-        let entries = pack::decode_entries(&mut r, data_len).map_err(|e| Error::corrupt(&name, e))?;
+        let entries =
+            pack::decode_entries(&mut r, data_len).map_err(|e| Error::corrupt(&name, e))?;
         r.finish().map_err(|e| Error::corrupt(&name, e))?;
         Ok(entries)
     }

@@ -10,6 +10,12 @@ use crate::format::snapshot::Snapshot;
 use crate::id::SnapshotId;
 use crate::storage::FileType;
 
+/// A snapshot file that cannot be read: its path and why.
+pub type UnreadableSnapshot = (String, Error);
+
+/// The snapshots that could be read, oldest first, and those that could not.
+pub type ReadableSnapshots = (Vec<(SnapshotId, Snapshot)>, Vec<UnreadableSnapshot>);
+
 /// Which snapshots `latest` (or a listing) may pick from.
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotFilter {
@@ -61,11 +67,23 @@ impl Repository {
     /// Loads a snapshot from its file, checking its hash, never trusting the cache (verify).
     pub fn read_snapshot_file(&self, id: &SnapshotId) -> Result<Snapshot> {
         let name = FileType::Snapshot.relative_path(&id.to_hex());
-        let bytes = self.read_bounded(FileType::Snapshot, &id.to_hex()).map_err(|e| {
-            if e.is_not_found() { Error::NotFound(format!("snapshot {id}")) } else { e }
-        })?;
+        let bytes = self
+            .read_bounded(FileType::Snapshot, &id.to_hex())
+            .map_err(|e| {
+                if e.is_not_found() {
+                    Error::NotFound(format!("snapshot {id}"))
+                } else {
+                    e
+                }
+            })?;
         check_stored_name(&bytes, &id.0, &name)?;
-        let body = open_file(&self.keys, &bytes, FileKind::Snapshot, ObjectKind::Snapshot, &name)?;
+        let body = open_file(
+            &self.keys,
+            &bytes,
+            FileKind::Snapshot,
+            ObjectKind::Snapshot,
+            &name,
+        )?;
         let snapshot = Snapshot::decode_body(&body).map_err(|e| Error::corrupt(&name, e))?;
         if let Ok(cache) = self.local_index() {
             // The cache is an optimisation; failing to fill it changes nothing.
@@ -78,11 +96,17 @@ impl Repository {
     /// For listings and for choosing a parent; prune uses the strict [`list_snapshots`].
     ///
     /// [`list_snapshots`]: Self::list_snapshots
-    pub fn list_readable_snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, Error)>)> {
-        let ids: Vec<SnapshotId> =
-            self.storage.list(FileType::Snapshot)?.iter().filter_map(|f| f.name.parse().ok()).collect();
-        let loaded: Vec<(SnapshotId, Result<Snapshot>)> =
-            ids.par_iter().map(|id| (*id, self.load_snapshot(id))).collect();
+    pub fn list_readable_snapshots(&self) -> Result<ReadableSnapshots> {
+        let ids: Vec<SnapshotId> = self
+            .storage
+            .list(FileType::Snapshot)?
+            .iter()
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
+        let loaded: Vec<(SnapshotId, Result<Snapshot>)> = ids
+            .par_iter()
+            .map(|id| (*id, self.load_snapshot(id)))
+            .collect();
         let mut good = Vec::with_capacity(loaded.len());
         let mut damaged = Vec::new();
         for (id, result) in loaded {

@@ -13,11 +13,19 @@ use crate::common::*;
 
 /// Plants a lock held by this (live) test process, as if another arca were running.
 fn plant_lock(env: &TestEnv, kind: LockKind, command: &str) -> PathBuf {
-    let repo = Repository::open(Arc::new(LocalStorage::new(&env.repo)), PASSWORD.as_bytes(), &env.cache).unwrap();
+    let repo = Repository::open(
+        Arc::new(LocalStorage::new(&env.repo)),
+        PASSWORD.as_bytes(),
+        &env.cache,
+    )
+    .unwrap();
     let before = env.repo_dir_files("locks");
     // Keep the lock file but drop the guard without releasing it.
     std::mem::forget(repo.lock(kind, command).unwrap());
-    env.repo_dir_files("locks").into_iter().find(|p| !before.contains(p)).unwrap()
+    env.repo_dir_files("locks")
+        .into_iter()
+        .find(|p| !before.contains(p))
+        .unwrap()
 }
 
 /// Leaves the lock of an arca process that was killed while holding it.
@@ -53,7 +61,10 @@ fn an_exclusive_lock_blocks_a_backup_naming_its_holder() {
     let planted = plant_lock(&env, LockKind::Exclusive, "prune");
     let out = env.fails(&["backup", env.src.to_str().unwrap()], EXIT_ERROR);
     let line = error_line(&out);
-    assert!(line.contains("exclusive lock held by `prune`") && line.contains("arca unlock"), "{line}");
+    assert!(
+        line.contains("exclusive lock held by `prune`") && line.contains("arca unlock"),
+        "{line}"
+    );
     fs::remove_file(planted).unwrap();
     env.backup_src();
     env.assert_verified();
@@ -103,7 +114,9 @@ fn retry_lock_waits_for_the_holder_to_finish() {
         std::thread::sleep(Duration::from_millis(700));
         fs::remove_file(planted).unwrap();
     });
-    env.arca(&["--retry-lock", "30s", "backup", env.src.to_str().unwrap()]).assert().success();
+    env.arca(&["--retry-lock", "30s", "backup", env.src.to_str().unwrap()])
+        .assert()
+        .success();
     remover.join().unwrap();
     env.assert_verified();
 }
@@ -113,7 +126,12 @@ fn a_backup_and_a_prune_started_together_lose_nothing() {
     let env = TestEnv::init_with(&["--pack-size", "1"]);
     env.write_file("old.bin", &pseudo_random(1, 1_500_000));
     let first = env.backup_src();
-    fs::remove_file(env.repo.join("snapshots").join(first["snapshot_id"].as_str().unwrap())).unwrap();
+    fs::remove_file(
+        env.repo
+            .join("snapshots")
+            .join(first["snapshot_id"].as_str().unwrap()),
+    )
+    .unwrap();
     for i in 0..20u64 {
         env.write_file(&format!("new/{i}.bin"), &pseudo_random(100 + i, 100_000));
     }
@@ -127,8 +145,14 @@ fn a_backup_and_a_prune_started_together_lose_nothing() {
     assert!(p.status.success(), "{}", stderr(&p));
     let restored = env.restore(&env.latest_src(), "restored", &[]);
     for i in 0..20u64 {
-        assert_eq!(fs::read(restored.join(format!("new/{i}.bin"))).unwrap(), pseudo_random(100 + i, 100_000));
+        assert_eq!(
+            fs::read(restored.join(format!("new/{i}.bin"))).unwrap(),
+            pseudo_random(100 + i, 100_000)
+        );
     }
-    assert_eq!(fs::read(restored.join("old.bin")).unwrap(), pseudo_random(1, 1_500_000));
+    assert_eq!(
+        fs::read(restored.join("old.bin")).unwrap(),
+        pseudo_random(1, 1_500_000)
+    );
     env.assert_verified();
 }

@@ -9,7 +9,10 @@ fn three_generations(env: &TestEnv) -> Vec<String> {
     let mut ids = Vec::new();
     for generation in 0..3u64 {
         env.write_file("stable.bin", &pseudo_random(1, 300_000));
-        env.write_file(&format!("gen{generation}.bin"), &pseudo_random(10 + generation, 1_500_000));
+        env.write_file(
+            &format!("gen{generation}.bin"),
+            &pseudo_random(10 + generation, 1_500_000),
+        );
         if generation > 0 {
             fs::remove_file(env.src.join(format!("gen{}.bin", generation - 1))).unwrap();
         }
@@ -28,17 +31,37 @@ fn prune_deletes_what_no_snapshot_needs_and_the_rest_still_restores() {
     let env = TestEnv::init_with(&["--pack-size", "1"]);
     let ids = three_generations(&env);
     forget_snapshot(&env, &ids[0]);
-    let before: u64 = env.packs().iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    let before: u64 = env
+        .packs()
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
     let out = env.json(&["prune"]);
-    assert!(out["report"]["bytes_freed"].as_i64().unwrap() > 1_000_000, "{out}");
-    let after: u64 = env.packs().iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    assert!(
+        out["report"]["bytes_freed"].as_i64().unwrap() > 1_000_000,
+        "{out}"
+    );
+    let after: u64 = env
+        .packs()
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
     assert!(after + 1_000_000 < before, "{before} -> {after}");
     let restored = env.restore(&env.latest_src(), "restored", &[]);
-    assert_eq!(fs::read(restored.join("gen2.bin")).unwrap(), pseudo_random(12, 1_500_000));
-    assert_eq!(fs::read(restored.join("stable.bin")).unwrap(), pseudo_random(1, 300_000));
+    assert_eq!(
+        fs::read(restored.join("gen2.bin")).unwrap(),
+        pseudo_random(12, 1_500_000)
+    );
+    assert_eq!(
+        fs::read(restored.join("stable.bin")).unwrap(),
+        pseudo_random(1, 300_000)
+    );
     let second = format!("{}:{}", &ids[1][..8], env.src.display());
     let restored = env.restore(&second, "second", &[]);
-    assert_eq!(fs::read(restored.join("gen1.bin")).unwrap(), pseudo_random(11, 1_500_000));
+    assert_eq!(
+        fs::read(restored.join("gen1.bin")).unwrap(),
+        pseudo_random(11, 1_500_000)
+    );
     env.assert_verified();
 }
 
@@ -48,15 +71,30 @@ fn prune_dry_run_prints_the_plan_and_changes_nothing() {
     let ids = three_generations(&env);
     forget_snapshot(&env, &ids[0]);
     let before = env.repo_files();
-    let out = env.arca(&["prune", "--dry-run"]).assert().success().get_output().stdout.clone();
+    let out = env
+        .arca(&["prune", "--dry-run"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let text = text(&out);
-    assert!(text.contains("delete") && text.contains("dry run"), "{text}");
+    assert!(
+        text.contains("delete") && text.contains("dry run"),
+        "{text}"
+    );
     let plan = env.json(&["prune", "--dry-run"]);
-    assert!(plan["plan"]["packs_to_delete"].as_u64().unwrap() >= 1, "{plan}");
+    assert!(
+        plan["plan"]["packs_to_delete"].as_u64().unwrap() >= 1,
+        "{plan}"
+    );
     assert!(plan["report"].is_null());
     let mut after = env.repo_files();
     after.retain(|k, _| !k.starts_with("locks/"));
-    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
     env.assert_verified();
 }
 
@@ -86,7 +124,10 @@ fn prune_refuses_to_delete_anything_when_a_needed_pack_is_missing() {
     }
     let out = env.fails(&["prune"], EXIT_ERROR);
     let line = error_line(&out);
-    assert!(line.contains("prune deletes nothing") && line.contains("arca repair snapshots"), "{line}");
+    assert!(
+        line.contains("prune deletes nothing") && line.contains("arca repair snapshots"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -17,7 +17,10 @@ fn repair_index_rebuilds_lost_index_segments_from_the_packs() {
     let report = env.json(&["repair", "index"]);
     assert!(report["blobs_indexed"].as_u64().unwrap() >= 3, "{report}");
     let restored = env.restore(&env.latest_src(), "restored", &[]);
-    assert_eq!(fs::read(restored.join("a.bin")).unwrap(), pseudo_random(1, 400_000));
+    assert_eq!(
+        fs::read(restored.join("a.bin")).unwrap(),
+        pseudo_random(1, 400_000)
+    );
     env.assert_verified();
 }
 
@@ -46,14 +49,25 @@ fn repair_snapshots_drops_lost_files_lists_them_and_keeps_the_rest() {
     let report = env.json(&["repair", "snapshots", "--forget"]);
     let repaired = &report["repaired"][0];
     assert_eq!(repaired["original"], second["snapshot_id"]);
-    let lost: Vec<&str> = repaired["lost"].as_array().unwrap().iter().map(|l| l["path"].as_str().unwrap()).collect();
+    let lost: Vec<&str> = repaired["lost"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["path"].as_str().unwrap())
+        .collect();
     assert_eq!(lost.len(), 1, "{report}");
     assert!(lost[0].ends_with("/lost.bin"), "{lost:?}");
     let restored = env.restore(&env.latest_src(), "restored", &[]);
     assert_eq!(fs::read(restored.join("keep.txt")).unwrap(), b"still here");
     assert!(!restored.join("lost.bin").exists());
     let snapshots = env.json(&["snapshots"]);
-    assert!(snapshots.as_array().unwrap().iter().any(|s| s["tags"].as_array().unwrap().iter().any(|t| t == "repaired")));
+    assert!(snapshots.as_array().unwrap().iter().any(|s| {
+        s["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "repaired")
+    }));
     // With the damage cut out, prune can run again and the repository is whole.
     env.arca(&["prune"]).assert().success();
     env.assert_verified();
@@ -68,12 +82,23 @@ fn the_next_backup_stores_data_again_whose_pack_went_missing() {
         fs::remove_file(pack).unwrap();
     }
     let report = env.backup_src();
-    assert!(report["snapshot"]["summary"]["blobs_added"].as_u64().unwrap() >= 2, "{report}");
+    assert!(
+        report["snapshot"]["summary"]["blobs_added"]
+            .as_u64()
+            .unwrap()
+            >= 2,
+        "{report}"
+    );
     let restored = env.restore(&env.latest_src(), "restored", &[]);
-    assert_eq!(fs::read(restored.join("a.bin")).unwrap(), pseudo_random(3, 300_000));
+    assert_eq!(
+        fs::read(restored.join("a.bin")).unwrap(),
+        pseudo_random(3, 300_000)
+    );
     // The older snapshot is the only damage: repair rewrites it without the lost file, and
     // prune drops the vanished packs from the index.
-    env.arca(&["repair", "snapshots", "--forget"]).assert().success();
+    env.arca(&["repair", "snapshots", "--forget"])
+        .assert()
+        .success();
     env.arca(&["prune"]).assert().success();
     env.assert_verified();
 }
