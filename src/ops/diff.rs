@@ -305,14 +305,7 @@ mod tests {
 
     /// A fresh repository in memory, with its cache folder (kept alive by the caller).
     fn test_repo() -> (Repository, tempfile::TempDir) {
-        let storage = std::sync::Arc::new(crate::storage::MemoryStorage::new());
-        let cache = tempfile::tempdir().unwrap();
-        let options = crate::repository::InitOptions {
-            kdf: crate::crypto::KdfParams::MINIMAL,
-            pack_size: 1 << 20,
-            ..Default::default()
-        };
-        let repo = Repository::init(storage, b"pw", &options, cache.path()).unwrap();
+        let (repo, _storage, cache) = crate::repository::testing::test_repo();
         (repo, cache)
     }
 

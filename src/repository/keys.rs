@@ -295,7 +295,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::repository::tests::test_repo;
+    use crate::repository::testing::test_repo;
     use crate::storage::MemoryStorage;
 
     const CHEAP: KdfParams = KdfParams::MINIMAL;

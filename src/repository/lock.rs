@@ -280,7 +280,7 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repository::tests::test_repo;
+    use crate::repository::testing::test_repo;
 
     #[test]
     fn shared_locks_coexist_and_exclusive_ones_do_not() {

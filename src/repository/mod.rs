@@ -123,7 +123,19 @@ impl Repository {
             None,
         );
         storage.write(FileType::Config, "config", &sealed)?;
-        Ok(Repository {
+        Ok(Repository::assemble(
+            storage, keys, key_id, config, cache_dir,
+        ))
+    }
+
+    fn assemble(
+        storage: Arc<dyn Storage>,
+        keys: Keys,
+        key_id: KeyId,
+        config: RepoConfig,
+        cache_dir: &Path,
+    ) -> Self {
+        Repository {
             storage,
             keys,
             key_id,
@@ -134,7 +146,7 @@ impl Repository {
             index_synced: Default::default(),
             lock_wait: Mutex::new(std::time::Duration::ZERO),
             sync_lock: Mutex::new(()),
-        })
+        }
     }
 
     /// Opens a repository with `password`.
@@ -159,18 +171,9 @@ impl Repository {
             "config",
         )?;
         let config = RepoConfig::decode_body(&body).map_err(|e| Error::corrupt("config", e))?;
-        Ok(Repository {
-            storage,
-            keys,
-            key_id,
-            config,
-            cache_dir: cache_dir.to_path_buf(),
-            index: OnceLock::new(),
-            index_problems: Mutex::new(Vec::new()),
-            index_synced: Default::default(),
-            lock_wait: Mutex::new(std::time::Duration::ZERO),
-            sync_lock: Mutex::new(()),
-        })
+        Ok(Repository::assemble(
+            storage, keys, key_id, config, cache_dir,
+        ))
     }
 
     /// How long [`lock`](Self::lock) waits for a conflicting lock to be released.
@@ -562,19 +565,11 @@ fn check_stored_name(bytes: &[u8], id: &[u8; 32], name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Helpers for the library's unit tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
-    use crate::format::snapshot::Snapshot;
     use crate::storage::MemoryStorage;
-
-    /// A fresh repository in memory with its cache folder.
-    pub(crate) fn test_repo() -> (Repository, Arc<MemoryStorage>, tempfile::TempDir) {
-        let storage = Arc::new(MemoryStorage::new());
-        let cache = tempfile::tempdir().unwrap();
-        let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
-        (repo, storage, cache)
-    }
 
     pub(crate) fn test_options() -> InitOptions {
         InitOptions {
@@ -583,6 +578,23 @@ mod tests {
             ..InitOptions::default()
         }
     }
+
+    /// A fresh repository in memory, its storage, and its cache folder (keep it alive).
+    pub(crate) fn test_repo() -> (Repository, Arc<MemoryStorage>, tempfile::TempDir) {
+        let storage = Arc::new(MemoryStorage::new());
+        let cache = tempfile::tempdir().expect("temporary folder");
+        let repo =
+            Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).expect("init");
+        (repo, storage, cache)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::test_options;
+    use super::*;
+    use crate::format::snapshot::Snapshot;
+    use crate::storage::MemoryStorage;
 
     #[test]
     fn blobs_survive_a_reopen_and_deduplicate() {

@@ -337,23 +337,7 @@ mod tests {
     use crate::format::snapshot::Summary;
     use crate::id::BlobId;
 
-    /// A fresh repository in memory, its storage, and its cache folder (kept alive by the
-    /// caller).
-    fn test_repo() -> (
-        Repository,
-        std::sync::Arc<crate::storage::MemoryStorage>,
-        tempfile::TempDir,
-    ) {
-        let storage = std::sync::Arc::new(crate::storage::MemoryStorage::new());
-        let cache = tempfile::tempdir().unwrap();
-        let options = crate::repository::InitOptions {
-            kdf: crate::crypto::KdfParams::MINIMAL,
-            pack_size: 1 << 20,
-            ..Default::default()
-        };
-        let repo = Repository::init(storage.clone(), b"pw", &options, cache.path()).unwrap();
-        (repo, storage, cache)
-    }
+    use crate::repository::testing::test_repo;
 
     const DAY: i64 = 86_400;
     /// 2023-11-14 22:13:20 UTC.
