@@ -89,9 +89,9 @@ impl<'r> BlobSaver<'r> {
             error: Mutex::new(None),
             stats: Mutex::new(SaveStats::default()),
         });
-        // One pack in the channel and one being written: memory stays bounded while a
-        // slow disk catches up.
-        let (sender, receiver) = sync_channel::<OpenPack>(1);
+        // A full pack is handed straight to the writer (no queue): at most one pack is
+        // being written while the next fills, so memory stays bounded on a slow disk.
+        let (sender, receiver) = sync_channel::<OpenPack>(0);
         let writer = {
             let shared = Arc::clone(&shared);
             let storage = RepoHandles::new(repo)?;
@@ -180,7 +180,8 @@ impl<'r> BlobSaver<'r> {
         );
 
         let appended = self.append(kind, id, plaintext.len() as u32, &sealed);
-        if sealed.capacity() <= 32 << 20 {
+        // Kept for the next blob unless unusually large (a maximum-size chunk).
+        if sealed.capacity() <= 4 << 20 {
             SEAL_BUFFER.with(|b| *b.borrow_mut() = sealed);
         }
         appended?;
@@ -215,7 +216,8 @@ impl<'r> BlobSaver<'r> {
                 length: sealed.len() as u32,
                 raw_length,
             };
-            if open.buf.capacity() == 0 {
+            // Data packs fill up: reserve once. Tree packs are mostly small: let them grow.
+            if open.buf.capacity() == 0 && kind == BlobKind::Data {
                 open.buf
                     .reserve(self.repo.config().pack_size as usize + (1 << 20));
             }

@@ -20,7 +20,7 @@ use crate::format::tree::Node;
 use crate::id::BlobId;
 
 /// Largest read buffer a thread keeps for the next file.
-const KEEP_BUFFER: usize = 32 << 20;
+const KEEP_BUFFER: usize = 4 << 20;
 
 thread_local! {
     static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -66,7 +66,7 @@ impl Drop for ScratchBuffer {
 }
 
 /// How much of a large file is read and chunked at a time.
-const SEGMENT_LEN: usize = 16 << 20;
+const SEGMENT_LEN: usize = 8 << 20;
 
 fn open_source(path: &Path) -> std::io::Result<File> {
     let base = libc::O_NOFOLLOW | libc::O_CLOEXEC;
@@ -86,7 +86,7 @@ fn open_source(path: &Path) -> std::io::Result<File> {
 /// Reads until `buf` holds `want` more bytes or the file ends; returns bytes added.
 fn fill(file: &mut File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<usize> {
     let start = buf.len();
-    buf.reserve(want);
+    buf.reserve_exact(want);
     let mut limited = file.take(want as u64);
     loop {
         match limited.read_to_end(buf) {
