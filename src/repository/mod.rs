@@ -35,6 +35,9 @@ use crate::format::{self as fmt, FileKind, HeaderError};
 use crate::id::{BlobId, IndexId, KeyId, PackId};
 use crate::storage::{FileType, Storage};
 
+/// Index segments decoded at once when the local index is filled.
+const INDEX_LOAD_BATCH: usize = 8;
+
 /// Settings for a new repository.
 #[derive(Clone, Debug)]
 pub struct InitOptions {
@@ -272,31 +275,58 @@ impl Repository {
         if new.is_empty() {
             return Ok(());
         }
-        let loaded_now: Vec<(IndexId, Result<IndexSegment>)> = new
-            .par_iter()
-            .map(|id| (*id, self.load_index_segment(id)))
-            .collect();
-        let mut segments = Vec::with_capacity(loaded_now.len());
-        for (id, result) in loaded_now {
-            match result {
-                Ok(segment) => segments.push((id, segment)),
-                // A damaged segment is left out (and not marked loaded): its blobs count as
-                // missing, so backups store them again and verify reports it.
-                Err(e) => lock(&self.index_problems).push((id, e.to_string())),
+        // Segments are decoded a batch at a time, so memory stays bounded however large the
+        // index: first to learn which of them supersede others, then (only when there are
+        // more than one batch) again to load them.
+        let mut damaged: HashSet<IndexId> = HashSet::new();
+        let mut newly_superseded: HashSet<IndexId> = HashSet::new();
+        let mut kept: Vec<(IndexId, IndexSegment)> = Vec::new();
+        let single_batch = new.len() <= INDEX_LOAD_BATCH;
+        for batch in new.chunks(INDEX_LOAD_BATCH) {
+            let decoded: Vec<(IndexId, Result<IndexSegment>)> = batch
+                .par_iter()
+                .map(|id| (*id, self.load_index_segment(id)))
+                .collect();
+            for (id, result) in decoded {
+                match result {
+                    Ok(segment) => {
+                        newly_superseded.extend(segment.supersedes.iter().copied());
+                        if single_batch {
+                            kept.push((id, segment));
+                        }
+                    }
+                    // A damaged segment is left out (and not marked loaded): its blobs count
+                    // as missing, so backups store them again and verify reports it.
+                    Err(e) => {
+                        damaged.insert(id);
+                        lock(&self.index_problems).push((id, e.to_string()));
+                    }
+                }
             }
         }
-        let newly_superseded: HashSet<IndexId> = segments
-            .iter()
-            .flat_map(|(_, s)| s.supersedes.iter().copied())
-            .collect();
         if !newly_superseded.is_disjoint(&loaded) {
             // A prune replaced segments we had loaded: start over from what is current.
             index.clear()?;
             return self.refresh_index();
         }
-        for (id, segment) in &segments {
-            if !newly_superseded.contains(id) {
+        let wanted = |id: &IndexId| !newly_superseded.contains(id) && !damaged.contains(id);
+        if single_batch {
+            for (id, segment) in kept.iter().filter(|(id, _)| wanted(id)) {
                 index.add_segment(*id, segment)?;
+            }
+            return Ok(());
+        }
+        let todo: Vec<IndexId> = new.into_iter().filter(|id| wanted(id)).collect();
+        for batch in todo.chunks(INDEX_LOAD_BATCH) {
+            let decoded: Vec<(IndexId, Result<IndexSegment>)> = batch
+                .par_iter()
+                .map(|id| (*id, self.load_index_segment(id)))
+                .collect();
+            for (id, result) in decoded {
+                match result {
+                    Ok(segment) => index.add_segment(id, &segment)?,
+                    Err(e) => lock(&self.index_problems).push((id, e.to_string())),
+                }
             }
         }
         Ok(())
@@ -593,6 +623,7 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::test_options;
     use super::*;
+    use crate::format::index::IndexedPack;
     use crate::format::snapshot::Snapshot;
     use crate::storage::MemoryStorage;
 
@@ -643,6 +674,67 @@ mod tests {
             Repository::init(storage, b"pw", &test_options(), cache.path()),
             Err(Error::RepositoryExists(_))
         ));
+    }
+
+    #[test]
+    fn many_index_segments_load_in_batches_and_superseded_ones_never() {
+        let storage = Arc::new(MemoryStorage::new());
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
+        let count = 3 * INDEX_LOAD_BATCH + 1;
+        let mut ids = Vec::new();
+        for i in 0..count {
+            let saver = repo.saver().unwrap();
+            ids.push(
+                saver
+                    .save(BlobKind::Data, format!("blob number {i}").as_bytes())
+                    .unwrap()
+                    .id,
+            );
+            saver.finish().unwrap();
+        }
+        assert_eq!(storage.list(FileType::Index).unwrap().len(), count);
+        let fresh = tempfile::tempdir().unwrap();
+        let reopened = Repository::open(storage.clone(), b"pw", fresh.path()).unwrap();
+        for id in &ids {
+            assert!(reopened.locate(id).is_ok());
+        }
+
+        // One segment that keeps only the first blob's pack and supersedes all the others.
+        let first = reopened.locate(&ids[0]).unwrap();
+        let old: Vec<IndexId> = storage
+            .list(FileType::Index)
+            .unwrap()
+            .iter()
+            .map(|f| f.name.parse().unwrap())
+            .collect();
+        let kept = IndexedPack {
+            id: first.pack,
+            size: storage.size(FileType::Pack, &first.pack.to_hex()).unwrap(),
+            blobs: vec![PackEntry {
+                kind: first.kind,
+                id: first.id,
+                offset: first.offset,
+                length: first.length,
+                raw_length: first.raw_length,
+            }],
+        };
+        reopened
+            .save_index_segment(&IndexSegment {
+                packs: vec![kept],
+                supersedes: old,
+            })
+            .unwrap();
+        // The cache that had loaded the old segments, and a new one.
+        let empty = tempfile::tempdir().unwrap();
+        for cache_dir in [fresh.path(), empty.path()] {
+            let again = Repository::open(storage.clone(), b"pw", cache_dir).unwrap();
+            assert!(again.locate(&ids[0]).is_ok());
+            assert!(
+                again.locate(&ids[1]).is_err(),
+                "a superseded segment was loaded"
+            );
+        }
     }
 
     #[test]
