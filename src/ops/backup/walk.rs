@@ -121,7 +121,7 @@ pub(crate) fn virtual_tree(
                             return Ok(None);
                         }
                     };
-                    entry_node(ctx, path, name, &meta, old)
+                    entry_node(ctx, path, name, &meta, old.cloned())
                 }
                 Virtual::Ancestor(path, children) => {
                     let meta = match std::fs::symlink_metadata(path) {
@@ -160,21 +160,20 @@ fn entry_node(
     path: &Path,
     name: &[u8],
     meta: &Metadata,
-    old: Option<&Node>,
+    old: Option<Node>,
 ) -> Result<Option<Node>> {
     let mut node = node_from_metadata(name, meta);
     match node.kind {
         NodeKind::File => {
             if !ctx.force_read
-                && let Some(old) = old
-                && unchanged(old, &node)
-                && content_still_stored(ctx, old)?
+                && let Some(previous) = &old
+                && unchanged(previous, &node)
+                && content_still_stored(ctx, previous)?
             {
                 ctx.files_unchanged.fetch_add(1, Ordering::Relaxed);
                 ctx.progress.advance(1, 0);
-                let mut node = old.clone();
-                node.name = name.to_vec();
-                return Ok(Some(node));
+                // The parent's entry as it was: same name, same metadata, same content.
+                return Ok(old);
             }
             node.xattrs = read_xattrs(path);
             match file::read_content(ctx, path, &mut node) {
@@ -199,8 +198,8 @@ fn entry_node(
         NodeKind::Dir => {
             ctx.dirs.fetch_add(1, Ordering::Relaxed);
             node.xattrs = read_xattrs(path);
-            let old_tree = load_parent_subtree(ctx, old);
-            let tree = match dir_tree(ctx, path, meta.dev(), old_tree.as_ref()) {
+            let old_tree = load_parent_subtree(ctx, old.as_ref());
+            let tree = match dir_tree(ctx, path, meta.dev(), old_tree) {
                 Ok(tree) => tree,
                 Err(e @ crate::Error::Io { .. }) => {
                     ctx.problem(path, io_message(&e));
@@ -236,7 +235,7 @@ fn io_message(e: &crate::Error) -> String {
 }
 
 /// The tree of a real directory, its entries handled in parallel.
-fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<&Tree>) -> Result<Tree> {
+fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<Tree>) -> Result<Tree> {
     // Metadata comes from the directory handle (fstatat on the entry's name), which spares
     // the kernel a walk of the whole path for every file.
     let mut entries: Vec<(std::ffi::OsString, std::io::Result<Metadata>)> = Vec::new();
@@ -247,9 +246,25 @@ fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<&Tree>) -> R
         }
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let nodes: Vec<Option<Node>> = entries
-        .into_par_iter()
+    // Pair each entry with its parent-snapshot node, moved out of the parent tree rather
+    // than cloned: both lists are sorted by name bytes, so one merge pass does it.
+    let mut old_nodes = old
+        .map(|t| t.nodes)
+        .unwrap_or_default()
+        .into_iter()
+        .peekable();
+    let paired: Vec<_> = entries
+        .into_iter()
         .map(|(name, meta)| {
+            let bytes = OsStr::as_bytes(&name);
+            while old_nodes.next_if(|n| n.name.as_slice() < bytes).is_some() {}
+            let old = old_nodes.next_if(|n| n.name.as_slice() == bytes);
+            (name, meta, old)
+        })
+        .collect();
+    let nodes: Vec<Option<Node>> = paired
+        .into_par_iter()
+        .map(|(name, meta, old_node)| {
             let path = dir.join(&name);
             if ctx.excludes.is_excluded(&path) {
                 return Ok(None);
@@ -266,7 +281,6 @@ fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<&Tree>) -> R
                 }
             };
             let name = OsStr::as_bytes(&name);
-            let old_node = parent_entry(old, name);
             if ctx.one_file_system && meta.is_dir() && meta.dev() != device {
                 // A mount point: recorded as an empty directory, its contents left out.
                 let mut node = node_from_metadata(name, &meta);
