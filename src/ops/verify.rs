@@ -194,6 +194,11 @@ pub fn verify(
         }
     }
     report.packs = indexed.len() as u64;
+    // Recorded as damage above; from here on, every lookup must see only copies that exist,
+    // or a tree would be read from a vanished pack and sound paths reported lost.
+    let mut gone: Vec<PackId> = bad_packs.iter().copied().collect();
+    gone.sort();
+    index.drop_packs(&gone)?;
     report.unreferenced_packs = present
         .keys()
         .filter(|n| !indexed_names.contains(*n))
@@ -229,62 +234,72 @@ pub fn verify(
         }
         copy
     };
-    let mut seen_trees: HashSet<BlobId> = HashSet::new();
-    let mut seen_data: HashSet<BlobId> = HashSet::new();
-    let mut stack: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
-    while let Some(tree_id) = stack.pop() {
-        if !seen_trees.insert(tree_id) {
-            continue;
-        }
-        let Some(loc) = check_blob(&tree_id) else {
-            found.add(
-                "blob",
-                tree_id.to_hex(),
-                "tree blob is missing from the index or its pack is damaged",
-            );
-            continue;
-        };
-        let tree = match repo.load_tree_at(&loc) {
-            Ok(t) => t,
-            Err(e) => {
-                found.bad_blob(tree_id);
-                found.add("tree", tree_id.to_hex(), e.to_string());
+    // The structure walk and the reading of the data are independent: run them together.
+    let selected: Vec<(PackId, u64)> = indexed
+        .iter()
+        .filter(|(id, _)| !bad_packs.contains(id) && read_data.selects(id))
+        .copied()
+        .collect();
+    let bytes = AtomicU64::new(0);
+    let walk = || -> Result<(u64, u64)> {
+        let mut seen_trees: HashSet<BlobId> = HashSet::new();
+        let mut seen_data: HashSet<BlobId> = HashSet::new();
+        let mut stack: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
+        while let Some(tree_id) = stack.pop() {
+            if !seen_trees.insert(tree_id) {
                 continue;
             }
-        };
-        progress.advance(tree.nodes.len() as u64, 0);
-        for node in &tree.nodes {
-            if let Some(sub) = node.subtree {
-                stack.push(sub);
+            let Some(loc) = check_blob(&tree_id) else {
+                found.add(
+                    "blob",
+                    tree_id.to_hex(),
+                    "tree blob is missing from the index or its pack is damaged",
+                );
+                continue;
+            };
+            let tree = match repo.load_tree_at(&loc) {
+                Ok(t) => t,
+                Err(e) => {
+                    found.bad_blob(tree_id);
+                    found.add("tree", tree_id.to_hex(), e.to_string());
+                    continue;
+                }
+            };
+            progress.advance(tree.nodes.len() as u64, 0);
+            // Every new data blob of this directory, looked up in one read transaction.
+            let mut new_ids: Vec<BlobId> = Vec::new();
+            for node in &tree.nodes {
+                if let Some(sub) = node.subtree {
+                    stack.push(sub);
+                }
+                if node.kind == NodeKind::File {
+                    new_ids.extend(node.content.iter().filter(|id| seen_data.insert(**id)));
+                }
             }
-            if node.kind == NodeKind::File {
-                for id in &node.content {
-                    if seen_data.insert(*id) && check_blob(id).is_none() {
-                        found.add(
-                            "blob",
-                            id.to_hex(),
-                            "data blob is missing from the index or its pack is damaged",
-                        );
-                    }
+            for (id, copies) in new_ids.iter().zip(index.lookup_all_many(&new_ids)?) {
+                if !copies.iter().any(|c| !bad_packs.contains(&c.pack)) {
+                    found.bad_blob(*id);
+                    found.add(
+                        "blob",
+                        id.to_hex(),
+                        "data blob is missing from the index or its pack is damaged",
+                    );
                 }
             }
         }
-    }
-    report.trees = seen_trees.len() as u64;
-    report.data_blobs = seen_data.len() as u64;
-
-    // Data: read packs back, check their hash, header, and every blob's id.
-    if read_data != ReadData::None {
-        let selected: Vec<(PackId, u64)> = indexed
-            .iter()
-            .filter(|(id, _)| !bad_packs.contains(id) && read_data.selects(id))
-            .copied()
-            .collect();
-        let bytes = AtomicU64::new(0);
+        Ok((seen_trees.len() as u64, seen_data.len() as u64))
+    };
+    let read = || {
         selected.par_iter().for_each(|(pack, _)| {
-            let read = read_pack(repo, pack, &found, progress);
-            bytes.fetch_add(read, Ordering::Relaxed);
-        });
+            bytes.fetch_add(read_pack(repo, pack, &found, progress), Ordering::Relaxed);
+        })
+    };
+    let (walked, ()) = rayon::join(walk, read);
+    let (trees, data_blobs) = walked?;
+    report.trees = trees;
+    report.data_blobs = data_blobs;
+
+    if read_data != ReadData::None {
         report.packs_read = selected.len() as u64;
         report.bytes_read = bytes.load(Ordering::Relaxed);
         // A damaged copy loses data only if no other copy is sound.

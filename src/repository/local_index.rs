@@ -244,6 +244,23 @@ impl LocalIndex {
         Ok(out)
     }
 
+    /// [`lookup_all`](Self::lookup_all) for many blobs, in one read transaction.
+    pub fn lookup_all_many(&self, ids: &[BlobId]) -> Result<Vec<Vec<BlobLocation>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn();
+        conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
+        let result = ids
+            .iter()
+            .map(|id| self.copies(&conn, id))
+            .collect::<Result<Vec<_>>>();
+        let end = conn.execute_batch("COMMIT");
+        let out = result?;
+        end.map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
     /// Every stored copy of a blob, the most recently indexed first. A blob has several
     /// copies when it was stored again after its pack went missing, or by concurrent backups.
     pub fn lookup_all(&self, id: &BlobId) -> Result<Vec<BlobLocation>> {
