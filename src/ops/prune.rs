@@ -60,6 +60,8 @@ pub struct PackPlan {
     pub size: u64,
     pub used_bytes: u64,
     pub unused_bytes: u64,
+    /// Whether the pack holds tree blobs (packs hold one kind only).
+    pub trees: bool,
     pub action: PackAction,
 }
 
@@ -174,6 +176,7 @@ pub fn plan(
                 size: *size,
                 used_bytes: 0,
                 unused_bytes: *size,
+                trees: false,
                 action: PackAction::Delete,
             });
             continue;
@@ -196,6 +199,9 @@ pub fn plan(
             size: *size,
             used_bytes,
             unused_bytes,
+            trees: blobs
+                .iter()
+                .any(|b| b.kind == crate::format::pack::BlobKind::Tree),
             action,
         });
     }
@@ -214,9 +220,13 @@ pub fn plan(
     let mut partial: Vec<usize> = (0..packs.len())
         .filter(|&i| packs[i].action == PackAction::KeepPartial)
         .collect();
-    partial.sort_by_key(|&i| std::cmp::Reverse(packs[i].unused_bytes));
+    // Partly used tree packs go first and always: trees are small, cheap to rewrite, and
+    // read by every backup, restore and verify. Then the most wasteful data packs.
+    partial.sort_by_key(|&i| (!packs[i].trees, std::cmp::Reverse(packs[i].unused_bytes)));
     for i in partial {
-        if unused_after <= allowed || repack_bytes + packs[i].used_bytes > max_repack {
+        if repack_bytes + packs[i].used_bytes > max_repack
+            || (!packs[i].trees && unused_after <= allowed)
+        {
             break;
         }
         packs[i].action = PackAction::Repack;

@@ -146,3 +146,36 @@ fn prune_keeps_data_a_tolerated_amount_of_waste_allows() {
     assert!(error_line(&bad).contains("max-unused"));
     env.assert_verified();
 }
+
+#[test]
+fn partly_used_tree_packs_are_repacked_whatever_waste_is_tolerated() {
+    let env = TestEnv::init();
+    env.write_file("a/kept.txt", b"unchanged directory");
+    env.write_file("b/changes.txt", b"first version");
+    let first = env.backup_src();
+    env.write_file("b/changes.txt", b"second version, longer");
+    env.backup_src();
+    // The first backup's tree pack still holds a/'s tree (shared with the second snapshot)
+    // next to the first versions of b/ and the root, which nothing needs any more.
+    forget_snapshot(&env, first["snapshot_id"].as_str().unwrap());
+    let plan = env.json(&["prune", "--dry-run", "--max-unused", "100%"]);
+    let repacked: Vec<&serde_json::Value> = plan["plan"]["packs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["action"] == "repack")
+        .collect();
+    assert_eq!(repacked.len(), 1, "{plan}");
+    assert_eq!(repacked[0]["trees"], true, "{plan}");
+    env.arca(&["prune", "--max-unused", "100%"])
+        .assert()
+        .success();
+    let after = env.json(&["prune", "--dry-run", "--max-unused", "100%"]);
+    assert_eq!(after["plan"]["packs_to_repack"], 0, "{after}");
+    let restored = env.restore(&env.latest_src(), "restored", &[]);
+    assert_eq!(
+        fs::read(restored.join("a/kept.txt")).unwrap(),
+        b"unchanged directory"
+    );
+    env.assert_verified();
+}
