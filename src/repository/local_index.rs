@@ -134,28 +134,17 @@ impl LocalIndex {
 
     /// The index segments whose contents are loaded.
     pub fn loaded_segments(&self) -> Result<HashSet<IndexId>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT id FROM segments")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.err(e))?;
-        let mut out = HashSet::new();
-        for row in rows {
-            if let Some(id) = IndexId::from_slice(&row.map_err(|e| self.err(e))?) {
-                out.insert(id);
-            }
-        }
-        Ok(out)
+        self.segment_ids("SELECT id FROM segments")
     }
 
     /// Index segments that a loaded segment supersedes: never to be loaded.
     pub fn superseded_segments(&self) -> Result<HashSet<IndexId>> {
+        self.segment_ids("SELECT id FROM superseded")
+    }
+
+    fn segment_ids(&self, query: &str) -> Result<HashSet<IndexId>> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT id FROM superseded")
-            .map_err(|e| self.err(e))?;
+        let mut stmt = conn.prepare_cached(query).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, Vec<u8>>(0))
             .map_err(|e| self.err(e))?;
