@@ -17,6 +17,10 @@ use crate::id::{BlobId, IndexId, PackId};
 /// Bumped whenever the schema changes; an old database is then rebuilt.
 const SCHEMA_VERSION: i64 = 3;
 
+/// Every copy of one blob, the most recently indexed pack first.
+const COPIES_QUERY: &str = "SELECT b.kind, p.id, b.offset, b.length, b.raw_length \
+     FROM blobs b JOIN packs p ON p.num = b.pack WHERE b.id = ?1 ORDER BY b.pack DESC";
+
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobLocation {
@@ -58,6 +62,13 @@ impl LocalIndex {
             reason: e.to_string(),
         };
         let conn = Connection::open(path).map_err(err)?;
+        // Plan each query once: otherwise SQLite may plan a cached statement again for every
+        // new bound value, which made each lookup cost as much as parsing its SQL.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
@@ -257,12 +268,7 @@ impl LocalIndex {
     }
 
     fn copies(&self, conn: &Connection, id: &BlobId) -> Result<Vec<BlobLocation>> {
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT b.kind, p.id, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.num = b.pack \
-                 WHERE b.id = ?1 ORDER BY b.pack DESC",
-            )
-            .map_err(|e| self.err(e))?;
+        let mut stmt = conn.prepare_cached(COPIES_QUERY).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![id.as_bytes().as_slice()], |r| {
                 Ok((
@@ -483,5 +489,22 @@ mod tests {
         let _ = std::fs::remove_file(dir.path().join("index.sqlite-wal"));
         let index = LocalIndex::open(&path, &[2; 32]).unwrap();
         assert!(index.loaded_segments().unwrap().is_empty());
+    }
+
+    /// Regression: the lookup query was planned afresh on every call, a fifth of the time
+    /// of a backup in which nothing had changed.
+    #[test]
+    fn lookups_do_not_plan_their_query_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = LocalIndex::open(&dir.path().join("index.sqlite"), &[1; 32]).unwrap();
+        index
+            .add_segment(IndexId([9; 32]), &segment(1, &[10, 11, 12]))
+            .unwrap();
+        for b in 0..100 {
+            index.lookup(&BlobId([b; 32])).unwrap();
+        }
+        let conn = index.conn();
+        let stmt = conn.prepare_cached(COPIES_QUERY).unwrap();
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 }
