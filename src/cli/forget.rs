@@ -112,7 +112,6 @@ pub fn run(global: &Global, args: &ForgetArgs) -> Result<i32> {
     }
     let repo = global.open()?;
     let (plan, report) = forget::forget(&repo, &options)?;
-    drop(repo);
     print(global, &plan, report.as_ref())?;
     for path in &plan.unreadable {
         eprintln!(
@@ -136,7 +135,7 @@ pub fn run(global: &Global, args: &ForgetArgs) -> Result<i32> {
         }
         Some(r) if r.removed.is_empty() => Ok(code),
         Some(_) => {
-            let pruned = super::prune::run_after_forget(global)?;
+            let pruned = super::prune::run_after_forget(global, &repo)?;
             Ok(pruned.max(code))
         }
     }

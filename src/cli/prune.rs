@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::Args;
 
 use arca::ops::prune::{self, PackAction, PruneOptions, PrunePlan, PruneReport};
+use arca::repository::Repository;
 
 use super::{EXIT_OK, Global, UsageError, output};
 
@@ -64,23 +65,21 @@ pub fn run(global: &Global, args: &PruneArgs) -> Result<i32> {
             .transpose()?,
         dry_run: args.dry_run,
     };
-    let repo = global.open()?;
+    run_on(global, &global.open()?, &options)
+}
+
+fn run_on(global: &Global, repo: &Repository, options: &PruneOptions) -> Result<i32> {
     let progress = output::ProgressLine::start(global.show_progress(), "prune");
-    let (plan, report) = prune::prune(&repo, &options, &progress)?;
+    let (plan, report) = prune::prune(repo, options, &progress)?;
     progress.finish();
     print(global, &plan, report.as_ref())?;
     Ok(EXIT_OK)
 }
 
-/// `arca forget --prune`: prune with the default options after forgetting.
-pub fn run_after_forget(global: &Global) -> Result<i32> {
-    run(
-        global,
-        &PruneArgs {
-            max_unused: "5%".into(),
-            ..PruneArgs::default()
-        },
-    )
+/// `arca forget --prune`: prune with the default options after forgetting, in the
+/// repository `forget` opened (the password is not asked for, nor the key derived, twice).
+pub fn run_after_forget(global: &Global, repo: &Repository) -> Result<i32> {
+    run_on(global, repo, &PruneOptions::default())
 }
 
 fn print(global: &Global, plan: &PrunePlan, report: Option<&PruneReport>) -> Result<()> {
