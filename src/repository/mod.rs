@@ -15,7 +15,7 @@ pub use lock::{FoundLock, Lock, LockKind, STALE_AFTER};
 pub use saver::{BlobSaver, SaveStats};
 pub use snapshots::SnapshotFilter;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -35,8 +35,29 @@ use crate::format::{self as fmt, FileKind, HeaderError};
 use crate::id::{BlobId, IndexId, KeyId, PackId};
 use crate::storage::{FileType, Storage};
 
-/// Index segments decoded at once when the local index is filled.
+/// Index segments decoded at once when the local index is filled: at most this many, and
+/// no more stored bytes than [`INDEX_LOAD_BYTES`] (unless one segment alone is larger), so
+/// memory stays bounded however large the index and its segments.
 const INDEX_LOAD_BATCH: usize = 8;
+const INDEX_LOAD_BYTES: u64 = 8 << 20;
+
+/// Splits segments (with their stored sizes) into batches of [`INDEX_LOAD_BATCH`] segments
+/// and [`INDEX_LOAD_BYTES`] at most, in order.
+fn load_batches(segments: &[(IndexId, u64)]) -> Vec<&[(IndexId, u64)]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, (_, size)) in segments.iter().enumerate() {
+        if i > start && (i - start == INDEX_LOAD_BATCH || bytes + size > INDEX_LOAD_BYTES) {
+            batches.push(&segments[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < segments.len() {
+        batches.push(&segments[start..]);
+    }
+    batches
+}
 
 /// Settings for a new repository.
 #[derive(Clone, Debug)]
@@ -253,23 +274,23 @@ impl Repository {
     pub fn refresh_index(&self) -> Result<()> {
         let index = self.local_index()?;
         lock(&self.index_problems).clear();
-        let listed: HashSet<IndexId> = self
+        let listed: HashMap<IndexId, u64> = self
             .storage
             .list(FileType::Index)?
             .iter()
-            .filter_map(|f| f.name.parse().ok())
+            .filter_map(|f| Some((f.name.parse().ok()?, f.size)))
             .collect();
         let mut loaded = index.loaded_segments()?;
         let mut superseded = index.superseded_segments()?;
-        if !loaded.is_subset(&listed) {
+        if !loaded.iter().all(|id| listed.contains_key(id)) {
             index.clear()?;
             loaded.clear();
             superseded.clear();
         }
-        let mut new: Vec<IndexId> = listed
+        let mut new: Vec<(IndexId, u64)> = listed
             .iter()
-            .filter(|id| !loaded.contains(id) && !superseded.contains(id))
-            .copied()
+            .filter(|(id, _)| !loaded.contains(id) && !superseded.contains(id))
+            .map(|(id, size)| (*id, *size))
             .collect();
         new.sort();
         if new.is_empty() {
@@ -278,16 +299,13 @@ impl Repository {
         // Segments are decoded a batch at a time, so memory stays bounded however large the
         // index: first to learn which of them supersede others, then (only when there are
         // more than one batch) again to load them.
+        let batches = load_batches(&new);
+        let single_batch = batches.len() == 1;
         let mut damaged: HashSet<IndexId> = HashSet::new();
         let mut newly_superseded: HashSet<IndexId> = HashSet::new();
         let mut kept: Vec<(IndexId, IndexSegment)> = Vec::new();
-        let single_batch = new.len() <= INDEX_LOAD_BATCH;
-        for batch in new.chunks(INDEX_LOAD_BATCH) {
-            let decoded: Vec<(IndexId, Result<IndexSegment>)> = batch
-                .par_iter()
-                .map(|id| (*id, self.load_index_segment(id)))
-                .collect();
-            for (id, result) in decoded {
+        for batch in &batches {
+            for (id, result) in self.load_index_segments(batch) {
                 match result {
                     Ok(segment) => {
                         newly_superseded.extend(segment.supersedes.iter().copied());
@@ -316,13 +334,9 @@ impl Repository {
             }
             return Ok(());
         }
-        let todo: Vec<IndexId> = new.into_iter().filter(|id| wanted(id)).collect();
-        for batch in todo.chunks(INDEX_LOAD_BATCH) {
-            let decoded: Vec<(IndexId, Result<IndexSegment>)> = batch
-                .par_iter()
-                .map(|id| (*id, self.load_index_segment(id)))
-                .collect();
-            for (id, result) in decoded {
+        let todo: Vec<(IndexId, u64)> = new.into_iter().filter(|(id, _)| wanted(id)).collect();
+        for batch in load_batches(&todo) {
+            for (id, result) in self.load_index_segments(batch) {
                 match result {
                     Ok(segment) => index.add_segment(id, &segment)?,
                     Err(e) => lock(&self.index_problems).push((id, e.to_string())),
@@ -330,6 +344,17 @@ impl Repository {
             }
         }
         Ok(())
+    }
+
+    /// Decodes a batch of index segments in parallel.
+    fn load_index_segments(
+        &self,
+        batch: &[(IndexId, u64)],
+    ) -> Vec<(IndexId, Result<IndexSegment>)> {
+        batch
+            .par_iter()
+            .map(|(id, _)| (*id, self.load_index_segment(id)))
+            .collect()
     }
 
     /// Forgets the local index and fills it again from the repository's index segments.
@@ -674,6 +699,43 @@ mod tests {
             Repository::init(storage, b"pw", &test_options(), cache.path()),
             Err(Error::RepositoryExists(_))
         ));
+    }
+
+    #[test]
+    fn index_segments_load_in_batches_bounded_by_count_and_bytes() {
+        let seg = |n: u8, size: u64| (IndexId([n; 32]), size);
+        let sizes = |batches: Vec<&[(IndexId, u64)]>| -> Vec<Vec<u64>> {
+            batches
+                .iter()
+                .map(|b| b.iter().map(|(_, s)| *s).collect())
+                .collect()
+        };
+        let small: Vec<_> = (0..10).map(|n| seg(n, 100)).collect();
+        assert_eq!(
+            sizes(load_batches(&small)),
+            vec![
+                vec![100; INDEX_LOAD_BATCH],
+                vec![100; 10 - INDEX_LOAD_BATCH]
+            ]
+        );
+        let half = INDEX_LOAD_BYTES / 2;
+        let mixed = [
+            seg(1, half),
+            seg(2, half),
+            seg(3, 1),
+            seg(4, 3 * INDEX_LOAD_BYTES),
+            seg(5, 1),
+        ];
+        assert_eq!(
+            sizes(load_batches(&mixed)),
+            vec![
+                vec![half, half],
+                vec![1],
+                vec![3 * INDEX_LOAD_BYTES],
+                vec![1]
+            ]
+        );
+        assert!(load_batches(&[]).is_empty());
     }
 
     #[test]
