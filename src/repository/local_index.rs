@@ -17,6 +17,9 @@ use crate::id::{BlobId, IndexId, PackId};
 /// Bumped whenever the schema changes; an old database is then rebuilt.
 const SCHEMA_VERSION: i64 = 3;
 
+const INSERT_BLOB: &str = "INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const INSERT_STAGED: &str = "INSERT INTO temp.staged VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
 /// Every copy of one blob, the most recently indexed pack first.
 const COPIES_QUERY: &str = "SELECT b.kind, p.id, b.offset, b.length, b.raw_length \
      FROM blobs b JOIN packs p ON p.num = b.pack WHERE b.id = ?1 ORDER BY b.pack DESC";
@@ -35,6 +38,47 @@ pub struct BlobLocation {
 pub struct LocalIndex {
     path: PathBuf,
     conn: Mutex<Connection>,
+}
+
+/// Many segments loaded in one transaction, as when a new cache is filled or an index is
+/// rebuilt. Their blobs are staged in the order they come, then inserted in id order: blob
+/// ids are random, so inserting each segment's blobs as they come would rewrite nearly
+/// every page of the table once per segment, while sorted they are written once. Nothing
+/// is visible (and nothing changes, if it is dropped unfinished) until
+/// [`finish`](BulkLoad::finish).
+pub struct BulkLoad<'a> {
+    index: &'a LocalIndex,
+    conn: MutexGuard<'a, Connection>,
+    finished: bool,
+}
+
+impl BulkLoad<'_> {
+    pub fn add_segment(&mut self, id: IndexId, segment: &IndexSegment) -> Result<()> {
+        self.index
+            .insert_segment(&self.conn, id, segment, INSERT_STAGED)
+    }
+
+    /// Moves the staged blobs into place and commits.
+    pub fn finish(mut self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "INSERT OR IGNORE INTO blobs SELECT * FROM temp.staged ORDER BY id, pack;
+                 DROP TABLE temp.staged;
+                 CREATE INDEX blobs_by_pack ON blobs (pack);
+                 COMMIT;",
+            )
+            .map_err(|e| self.index.err(e))?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for BulkLoad<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 impl LocalIndex {
@@ -74,6 +118,7 @@ impl LocalIndex {
              PRAGMA synchronous = NORMAL;
              PRAGMA cache_size = -16384;
              PRAGMA busy_timeout = 60000;
+             PRAGMA journal_size_limit = 67108864;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS segments (id BLOB PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS superseded (id BLOB PRIMARY KEY) WITHOUT ROWID;
@@ -172,47 +217,73 @@ impl LocalIndex {
     pub fn add_segment(&self, id: IndexId, segment: &IndexSegment) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        {
-            let mut insert_pack = tx
-                .prepare_cached("INSERT INTO packs (id, size) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET size = excluded.size RETURNING num")
-                .map_err(|e| self.err(e))?;
-            let mut insert_blob = tx
-                .prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-                .map_err(|e| self.err(e))?;
-            for pack in &segment.packs {
-                let num: i64 = insert_pack
-                    .query_row(
-                        params![pack.id.as_bytes().as_slice(), pack.size as i64],
-                        |r| r.get(0),
-                    )
-                    .map_err(|e| self.err(e))?;
-                for b in &pack.blobs {
-                    insert_blob
-                        .execute(params![
-                            b.id.as_bytes().as_slice(),
-                            num,
-                            b.kind as u8,
-                            b.offset as i64,
-                            b.length,
-                            b.raw_length
-                        ])
-                        .map_err(|e| self.err(e))?;
-                }
-            }
-            tx.execute(
-                "INSERT OR IGNORE INTO segments VALUES (?1)",
-                params![id.as_bytes().as_slice()],
-            )
+        self.insert_segment(&tx, id, segment, INSERT_BLOB)?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Starts loading many segments at once; see [`BulkLoad`].
+    pub fn bulk_load(&self) -> Result<BulkLoad<'_>> {
+        let conn = self.conn();
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             CREATE TEMP TABLE staged (id BLOB, pack INTEGER, kind INTEGER, offset INTEGER,
+                                       length INTEGER, raw_length INTEGER);
+             DROP INDEX IF EXISTS blobs_by_pack;",
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(BulkLoad {
+            index: self,
+            conn,
+            finished: false,
+        })
+    }
+
+    /// Records a segment, its packs and its blobs (with `insert_blob`) in `conn`'s open
+    /// transaction.
+    fn insert_segment(
+        &self,
+        conn: &Connection,
+        id: IndexId,
+        segment: &IndexSegment,
+        insert_blob: &str,
+    ) -> Result<()> {
+        let mut insert_pack = conn
+            .prepare_cached("INSERT INTO packs (id, size) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET size = excluded.size RETURNING num")
             .map_err(|e| self.err(e))?;
-            for old in &segment.supersedes {
-                tx.execute(
-                    "INSERT OR IGNORE INTO superseded VALUES (?1)",
-                    params![old.as_bytes().as_slice()],
+        let mut insert_blob = conn.prepare_cached(insert_blob).map_err(|e| self.err(e))?;
+        for pack in &segment.packs {
+            let num: i64 = insert_pack
+                .query_row(
+                    params![pack.id.as_bytes().as_slice(), pack.size as i64],
+                    |r| r.get(0),
                 )
                 .map_err(|e| self.err(e))?;
+            for b in &pack.blobs {
+                insert_blob
+                    .execute(params![
+                        b.id.as_bytes().as_slice(),
+                        num,
+                        b.kind as u8,
+                        b.offset as i64,
+                        b.length,
+                        b.raw_length
+                    ])
+                    .map_err(|e| self.err(e))?;
             }
         }
-        tx.commit().map_err(|e| self.err(e))
+        conn.execute(
+            "INSERT OR IGNORE INTO segments VALUES (?1)",
+            params![id.as_bytes().as_slice()],
+        )
+        .map_err(|e| self.err(e))?;
+        for old in &segment.supersedes {
+            conn.execute(
+                "INSERT OR IGNORE INTO superseded VALUES (?1)",
+                params![old.as_bytes().as_slice()],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
@@ -506,5 +577,40 @@ mod tests {
         let conn = index.conn();
         let stmt = conn.prepare_cached(COPIES_QUERY).unwrap();
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
+    #[test]
+    fn a_bulk_load_shows_nothing_until_finished_and_nothing_if_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = LocalIndex::open(&dir.path().join("index.sqlite"), &[1; 32]).unwrap();
+        index
+            .add_segment(IndexId([7; 32]), &segment(1, &[10]))
+            .unwrap();
+
+        let mut bulk = index.bulk_load().unwrap();
+        bulk.add_segment(IndexId([8; 32]), &segment(2, &[20, 21]))
+            .unwrap();
+        drop(bulk);
+        assert!(index.lookup(&BlobId([20; 32])).unwrap().is_none());
+        assert_eq!(index.loaded_segments().unwrap().len(), 1);
+
+        let mut bulk = index.bulk_load().unwrap();
+        bulk.add_segment(IndexId([8; 32]), &segment(2, &[21, 20]))
+            .unwrap();
+        bulk.add_segment(IndexId([9; 32]), &segment(3, &[10, 30]))
+            .unwrap();
+        bulk.finish().unwrap();
+        assert_eq!(index.loaded_segments().unwrap().len(), 3);
+        assert_eq!(index.lookup_all(&BlobId([10; 32])).unwrap().len(), 2);
+        assert_eq!(
+            index.lookup(&BlobId([20; 32])).unwrap().unwrap().pack,
+            PackId([2; 32])
+        );
+        let mut in_pack = Vec::new();
+        index
+            .for_each_blob_in_pack(&PackId([3; 32]), |loc| in_pack.push(loc.id))
+            .unwrap();
+        in_pack.sort();
+        assert_eq!(in_pack, vec![BlobId([10; 32]), BlobId([30; 32])]);
     }
 }

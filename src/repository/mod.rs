@@ -335,15 +335,16 @@ impl Repository {
             return Ok(());
         }
         let todo: Vec<(IndexId, u64)> = new.into_iter().filter(|(id, _)| wanted(id)).collect();
+        let mut bulk = index.bulk_load()?;
         for batch in load_batches(&todo) {
             for (id, result) in self.load_index_segments(batch) {
                 match result {
-                    Ok(segment) => index.add_segment(id, &segment)?,
+                    Ok(segment) => bulk.add_segment(id, &segment)?,
                     Err(e) => lock(&self.index_problems).push((id, e.to_string())),
                 }
             }
         }
-        Ok(())
+        bulk.finish()
     }
 
     /// Decodes a batch of index segments in parallel.
