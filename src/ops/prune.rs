@@ -358,7 +358,7 @@ fn execute(
         });
     }
     lock.check()?;
-    repo.save_index_segment(&IndexSegment {
+    let new_segment = repo.save_index_segment(&IndexSegment {
         packs: kept,
         supersedes: plan.old_segments.clone(),
     })?;
@@ -369,11 +369,12 @@ fn execute(
         repo.remove_index_segment(id)?;
         report.index_segments_removed += 1;
     }
-    for pack in plan
+    let removed: Vec<&PackPlan> = plan
         .packs
         .iter()
         .filter(|p| matches!(p.action, PackAction::Delete | PackAction::Repack))
-    {
+        .collect();
+    for pack in &removed {
         repo.remove_pack(&pack.id)?;
         if pack.action == PackAction::Delete {
             report.packs_deleted += 1;
@@ -381,7 +382,11 @@ fn execute(
         report.bytes_freed += pack.size as i64;
     }
     report.bytes_freed -= stats.stored_bytes_added as i64;
-    repo.rebuild_index()?;
+    // The local index already holds the kept packs and the new ones: it only has to learn
+    // which segments and packs went. (Interrupted before this, it notices the removed
+    // segments next time and reloads.)
+    let removed: Vec<PackId> = removed.iter().map(|p| p.id).collect();
+    index.record_replacement(new_segment, &plan.old_segments, &removed)?;
     Ok(report)
 }
 

@@ -391,16 +391,48 @@ impl LocalIndex {
     pub fn drop_packs(&self, packs: &[PackId]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
+        self.delete_packs(&tx, packs)?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn delete_packs(&self, conn: &Connection, packs: &[PackId]) -> Result<()> {
         for pack in packs {
             let p = pack.as_bytes().as_slice();
-            tx.execute(
+            conn.execute(
                 "DELETE FROM blobs WHERE pack = (SELECT num FROM packs WHERE id = ?1)",
                 params![p],
             )
             .map_err(|e| self.err(e))?;
-            tx.execute("DELETE FROM packs WHERE id = ?1", params![p])
+            conn.execute("DELETE FROM packs WHERE id = ?1", params![p])
                 .map_err(|e| self.err(e))?;
         }
+        Ok(())
+    }
+
+    /// Records, in one transaction, what a prune did: segment `new` (which lists only
+    /// packs whose blobs are already here) replaced the `old` segments, and the `removed`
+    /// packs are gone. The same state as reloading every segment, without reloading.
+    pub fn record_replacement(
+        &self,
+        new: IndexId,
+        old: &[IndexId],
+        removed: &[PackId],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for id in old {
+            let id = id.as_bytes().as_slice();
+            tx.execute("DELETE FROM segments WHERE id = ?1", params![id])
+                .map_err(|e| self.err(e))?;
+            tx.execute("INSERT OR IGNORE INTO superseded VALUES (?1)", params![id])
+                .map_err(|e| self.err(e))?;
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO segments VALUES (?1)",
+            params![new.as_bytes().as_slice()],
+        )
+        .map_err(|e| self.err(e))?;
+        self.delete_packs(&tx, removed)?;
         tx.commit().map_err(|e| self.err(e))
     }
 

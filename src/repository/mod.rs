@@ -328,14 +328,21 @@ impl Repository {
             return self.refresh_index();
         }
         let wanted = |id: &IndexId| !newly_superseded.contains(id) && !damaged.contains(id);
-        if single_batch {
+        if single_batch && !loaded.is_empty() {
             for (id, segment) in kept.iter().filter(|(id, _)| wanted(id)) {
                 index.add_segment(*id, segment)?;
             }
             return Ok(());
         }
-        let todo: Vec<(IndexId, u64)> = new.into_iter().filter(|(id, _)| wanted(id)).collect();
+        // Filling an empty index, or loading many segments: in one sorted bulk load.
         let mut bulk = index.bulk_load()?;
+        if single_batch {
+            for (id, segment) in kept.iter().filter(|(id, _)| wanted(id)) {
+                bulk.add_segment(*id, segment)?;
+            }
+            return bulk.finish();
+        }
+        let todo: Vec<(IndexId, u64)> = new.into_iter().filter(|(id, _)| wanted(id)).collect();
         for batch in load_batches(&todo) {
             for (id, result) in self.load_index_segments(batch) {
                 match result {

@@ -322,3 +322,37 @@ fn a_prune_cut_off_at_any_step_leaves_a_clean_repository_and_a_rerun_converges()
         "only {interrupted} of {total} cuts interrupted the prune"
     );
 }
+
+/// Every blob the local index knows, and the segments it has loaded, in a stable order.
+fn index_contents(repo: &Repository) -> (Vec<String>, Vec<String>) {
+    let index = repo.local_index().unwrap();
+    let mut blobs = Vec::new();
+    index
+        .for_each_blob(|loc| blobs.push(format!("{loc:?}")))
+        .unwrap();
+    blobs.sort();
+    let mut segments: Vec<String> = index
+        .loaded_segments()
+        .unwrap()
+        .iter()
+        .map(|id| id.to_hex())
+        .collect();
+    segments.sort();
+    (blobs, segments)
+}
+
+#[test]
+fn after_a_prune_the_local_index_is_what_a_rebuild_would_make() {
+    let source = tempfile::tempdir().unwrap();
+    let storage = Arc::new(MemoryStorage::new());
+    let cache = tempfile::tempdir().unwrap();
+    repository_to_prune(storage.clone(), cache.path(), source.path());
+    let repo = Repository::open(storage.clone(), b"pw", cache.path()).unwrap();
+    let (plan, _) = prune(&repo, &PruneOptions::default(), &NoProgress).unwrap();
+    assert!(plan.packs_to_delete + plan.packs_to_repack > 0, "{plan:?}");
+    let after_prune = index_contents(&repo);
+    repo.rebuild_index().unwrap();
+    let rebuilt = index_contents(&repo);
+    assert!(!rebuilt.0.is_empty());
+    assert_eq!(after_prune, rebuilt);
+}
