@@ -240,6 +240,34 @@ fn backup_restores_extended_attributes() {
     env.assert_verified();
 }
 
+/// Directories and links whose inode is unchanged are taken from the parent snapshot; a
+/// changed extended attribute or link target must still be seen.
+#[test]
+fn a_second_backup_sees_new_directory_xattrs_and_link_targets() {
+    let env = TestEnv::init();
+    env.write_file("dir/file", b"content");
+    std::os::unix::fs::symlink("first", env.src.join("link")).unwrap();
+    env.backup_src();
+    if let Err(e) = xattr::set(env.src.join("dir"), "user.test", b"added") {
+        eprintln!("skipped: this file system refuses user xattrs ({e})");
+        return;
+    }
+    fs::remove_file(env.src.join("link")).unwrap();
+    std::os::unix::fs::symlink("second", env.src.join("link")).unwrap();
+    env.backup_src();
+    let restored = env.restore(&env.latest_src(), "restored", &[]);
+    assert_eq!(
+        xattr::get(restored.join("dir"), "user.test")
+            .unwrap()
+            .as_deref(),
+        Some(&b"added"[..])
+    );
+    assert_eq!(
+        fs::read_link(restored.join("link")).unwrap(),
+        Path::new("second")
+    );
+}
+
 /// Regression: a second backup of unchanged files must take them from the parent snapshot
 /// without reading their contents.
 #[test]

@@ -80,12 +80,31 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Whether a file's metadata says it is unchanged since `old` was recorded.
 fn unchanged(old: &Node, new: &Node) -> bool {
-    old.kind == NodeKind::File
-        && new.kind == NodeKind::File
+    old.kind == NodeKind::File && same_inode_state(old, new)
+}
+
+/// Same kind, inode, size and times: any change to content, link target or extended
+/// attributes would have moved the change time.
+fn same_inode_state(old: &Node, new: &Node) -> bool {
+    old.kind == new.kind
         && old.size == new.size
         && old.mtime == new.mtime
         && old.ctime == new.ctime
         && old.inode == new.inode
+}
+
+/// The extended attributes of `path`, taken from the parent snapshot when its entry shows
+/// that nothing about the inode changed since.
+fn xattrs_of(
+    ctx: &Context<'_>,
+    path: &Path,
+    new: &Node,
+    old: Option<&Node>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    match old {
+        Some(old) if !ctx.force_read && same_inode_state(old, new) => old.xattrs.clone(),
+        _ => read_xattrs(path),
+    }
 }
 
 /// Whether an unchanged file's chunks can be reused: always, unless packs have vanished
@@ -197,7 +216,7 @@ fn entry_node(
         }
         NodeKind::Dir => {
             ctx.dirs.fetch_add(1, Ordering::Relaxed);
-            node.xattrs = read_xattrs(path);
+            node.xattrs = xattrs_of(ctx, path, &node, old.as_ref());
             let old_tree = load_parent_subtree(ctx, old.as_ref());
             let tree = match dir_tree(ctx, path, meta.dev(), old_tree) {
                 Ok(tree) => tree,
@@ -210,6 +229,14 @@ fn entry_node(
             node.subtree = Some(ctx.save_tree(&tree)?);
         }
         NodeKind::Symlink => {
+            if !ctx.force_read
+                && let Some(previous) = &old
+                && same_inode_state(previous, &node)
+            {
+                // A link's target cannot change without a new inode or change time.
+                ctx.progress.advance(1, 0);
+                return Ok(old);
+            }
             node.xattrs = read_xattrs(path);
             match std::fs::read_link(path) {
                 Ok(target) => node.target = target.as_os_str().as_bytes().to_vec(),
