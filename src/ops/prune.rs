@@ -8,16 +8,20 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::Progress;
 use crate::error::{Error, Result};
 use crate::format::index::{IndexSegment, IndexedPack};
-use crate::format::pack::PackEntry;
-use crate::format::tree::NodeKind;
+use crate::format::pack::{BlobKind, PackEntry};
+use crate::format::tree::{NodeKind, Tree};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::repository::{BlobLocation, LockKind, Repository};
 use crate::storage::FileType;
+
+/// Trees loaded at once while finding the blobs in use.
+const TREES_AT_ONCE: usize = 256;
 
 /// How many packs under a quarter of the target size prune lets gather before merging them.
 const SMALL_PACKS_TO_MERGE: usize = 8;
@@ -83,6 +87,12 @@ pub struct PrunePlan {
     /// The blobs the snapshots reach.
     #[serde(skip)]
     pub used: HashSet<BlobId>,
+    /// Every blob of every indexed pack, as the index segments list them.
+    #[serde(skip)]
+    pub per_pack: HashMap<PackId, Vec<BlobLocation>>,
+    /// For each used blob, the one sound pack whose copy is kept.
+    #[serde(skip)]
+    pub home: HashMap<BlobId, PackId>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -100,62 +110,95 @@ pub fn plan(
     options: &PruneOptions,
     progress: &dyn Progress,
 ) -> Result<PrunePlan> {
-    // Trust only the repository: rebuild the local index from its segments.
-    repo.rebuild_index()?;
-    if let Some((id, problem)) = repo.index_problems().first() {
-        return Err(Error::invalid(format!(
-            "index segment index/{id} cannot be read ({problem}); prune deletes nothing until `arca repair index` has run"
-        )));
-    }
-    // Blobs are read from copies that still exist; vanished packs drop out of the index.
-    repo.forget_missing_packs()?;
+    // Decide from the repository's own index segments, never from the local cache.
+    let mut indexed: HashMap<PackId, u64> = HashMap::new();
+    let mut per_pack: HashMap<PackId, Vec<BlobLocation>> = HashMap::new();
+    repo.for_each_current_segment(|_, segment| {
+        for pack in segment.packs {
+            // A pack listed twice (by segments that overlap) is counted once.
+            if indexed.insert(pack.id, pack.size).is_some() {
+                continue;
+            }
+            let blobs = pack.blobs.into_iter().map(|e| BlobLocation {
+                id: e.id,
+                kind: e.kind,
+                pack: pack.id,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            });
+            per_pack.entry(pack.id).or_default().extend(blobs);
+        }
+    })
+    .map_err(|e| Error::invalid(format!("{e}; prune deletes nothing until it has run")))?;
     let present: HashMap<PackId, u64> = repo
         .list_files(FileType::Pack)?
         .into_iter()
         .filter_map(|f| Some((f.name.parse().ok()?, f.size)))
         .collect();
-    let index = repo.index()?;
-    let indexed: HashMap<PackId, u64> = index.packs()?.into_iter().collect();
     let sound = |pack: &PackId| {
         indexed
             .get(pack)
             .is_some_and(|size| present.get(pack) == Some(size))
     };
+    let mut trees: HashMap<BlobId, BlobLocation> = HashMap::new();
+    for (pack, blobs) in &per_pack {
+        if sound(pack) {
+            for loc in blobs.iter().filter(|b| b.kind == BlobKind::Tree) {
+                trees.entry(loc.id).or_insert(*loc);
+            }
+        }
+    }
 
-    // Every blob the snapshots reach: trees by walking them, data from the file entries.
+    // Every blob the snapshots reach: trees by walking them (a batch at a time, decoded in
+    // parallel), data from the file entries.
     let snapshots = repo.list_snapshots()?;
     let mut used: HashSet<BlobId> = HashSet::new();
-    let mut stack: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
-    while let Some(tree_id) = stack.pop() {
-        if !used.insert(tree_id) {
-            continue;
-        }
-        let tree = repo.load_tree(&tree_id).map_err(|e| {
-            Error::invalid(format!(
-                "{e}; prune deletes nothing while a snapshot's tree is missing or unreadable: \
-                 run `arca verify`, then `arca repair snapshots`"
-            ))
-        })?;
-        progress.advance(tree.nodes.len() as u64, 0);
-        for node in tree.nodes {
-            if let Some(sub) = node.subtree {
-                stack.push(sub);
-            }
-            if node.kind == NodeKind::File {
-                used.extend(node.content);
+    let mut pending: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    while !pending.is_empty() {
+        let take = pending.len().min(TREES_AT_ONCE);
+        let batch: Vec<BlobId> = pending
+            .split_off(pending.len() - take)
+            .into_iter()
+            .filter(|id| used.insert(*id))
+            .collect();
+        let loaded: Vec<Result<Tree>> = batch
+            .par_iter()
+            .map(|id| {
+                let loc = trees
+                    .get(id)
+                    .ok_or_else(|| Error::corrupt(format!("tree {id}"), "not in any sound pack"))?;
+                repo.load_tree_at(loc)
+            })
+            .collect();
+        for tree in loaded {
+            let tree = tree.map_err(|e| {
+                Error::invalid(format!(
+                    "{e}; prune deletes nothing while a snapshot's tree is missing or unreadable: \
+                     run `arca verify`, then `arca repair snapshots`"
+                ))
+            })?;
+            progress.advance(tree.nodes.len() as u64, 0);
+            for node in tree.nodes {
+                if let Some(sub) = node.subtree {
+                    pending.push(sub);
+                }
+                if node.kind == NodeKind::File {
+                    used.extend(node.content);
+                }
             }
         }
     }
 
     // Each used blob lives on in one copy, in a sound pack; other copies are waste.
     let mut home: HashMap<BlobId, PackId> = HashMap::new();
-    let mut per_pack: HashMap<PackId, Vec<BlobLocation>> = HashMap::new();
-    index.for_each_blob(|loc| {
-        if used.contains(&loc.id) && sound(&loc.pack) {
-            home.entry(loc.id).or_insert(loc.pack);
+    for (pack, blobs) in &per_pack {
+        if sound(pack) {
+            for loc in blobs.iter().filter(|b| used.contains(&b.id)) {
+                home.entry(loc.id).or_insert(*pack);
+            }
         }
-        per_pack.entry(loc.pack).or_default().push(loc);
-    })?;
+    }
     let missing: Vec<&BlobId> = used.iter().filter(|id| !home.contains_key(id)).collect();
     if !missing.is_empty() {
         let shown: Vec<String> = missing.iter().take(5).map(|id| id.to_hex()).collect();
@@ -199,9 +242,7 @@ pub fn plan(
             size: *size,
             used_bytes,
             unused_bytes,
-            trees: blobs
-                .iter()
-                .any(|b| b.kind == crate::format::pack::BlobKind::Tree),
+            trees: blobs.iter().any(|b| b.kind == BlobKind::Tree),
             action,
         });
     }
@@ -284,6 +325,8 @@ pub fn plan(
         old_segments,
         packs,
         used,
+        per_pack,
+        home,
     };
     Ok(plan)
 }
@@ -299,24 +342,15 @@ fn execute(
     if !plan.changes {
         return Ok(report);
     }
-    let index = repo.index()?;
-    let actions: HashMap<PackId, PackAction> =
-        plan.packs.iter().map(|p| (p.id, p.action)).collect();
-
-    // 1. Copy the used blobs of packs to repack into new packs (durable, indexed).
+    // 1. Copy the used blobs of packs to repack into new packs (durable, indexed): each
+    //    from its home pack only, so it is copied once and never when a kept pack has it.
     let saver = repo.saver()?;
-    let mut claimed: HashSet<BlobId> = HashSet::new();
+    let no_blobs = Vec::new();
     for pack in plan.packs.iter().filter(|p| p.action == PackAction::Repack) {
         let bytes = repo.read_pack(&pack.id)?;
         progress.advance(0, bytes.len() as u64);
-        let mut entries: Vec<BlobLocation> = Vec::new();
-        index.for_each_blob_in_pack(&pack.id, |loc| entries.push(loc))?;
-        for loc in entries {
-            // Used blobs are carried over once, unless a kept pack already holds a copy.
-            if !plan.used.contains(&loc.id)
-                || !claimed.insert(loc.id)
-                || kept_elsewhere(index, &loc, &actions)?
-            {
+        for loc in plan.per_pack.get(&pack.id).unwrap_or(&no_blobs) {
+            if plan.home.get(&loc.id) != Some(&pack.id) {
                 continue;
             }
             let sealed = bytes
@@ -325,7 +359,7 @@ fn execute(
                     Error::corrupt(format!("pack {}", pack.id), "shorter than its index says")
                 })?;
             // Decrypting first means damage is found here, not copied along.
-            repo.open_blob(&loc, sealed)?;
+            repo.open_blob(loc, sealed)?;
             saver.copy_sealed(loc.kind, loc.id, loc.raw_length, sealed)?;
         }
         report.packs_repacked += 1;
@@ -340,16 +374,19 @@ fn execute(
         .iter()
         .filter(|p| matches!(p.action, PackAction::Keep | PackAction::KeepPartial))
     {
-        let mut blobs: Vec<PackEntry> = Vec::new();
-        index.for_each_blob_in_pack(&pack.id, |loc| {
-            blobs.push(PackEntry {
+        let mut blobs: Vec<PackEntry> = plan
+            .per_pack
+            .get(&pack.id)
+            .unwrap_or(&no_blobs)
+            .iter()
+            .map(|loc| PackEntry {
                 kind: loc.kind,
                 id: loc.id,
                 offset: loc.offset,
                 length: loc.length,
                 raw_length: loc.raw_length,
             })
-        })?;
+            .collect();
         blobs.sort_by_key(|b| b.offset);
         kept.push(IndexedPack {
             id: pack.id,
@@ -386,22 +423,9 @@ fn execute(
     // which segments and packs went. (Interrupted before this, it notices the removed
     // segments next time and reloads.)
     let removed: Vec<PackId> = removed.iter().map(|p| p.id).collect();
-    index.record_replacement(new_segment, &plan.old_segments, &removed)?;
+    repo.index()?
+        .record_replacement(new_segment, &plan.old_segments, &removed)?;
     Ok(report)
-}
-
-fn kept_elsewhere(
-    index: &crate::repository::LocalIndex,
-    loc: &BlobLocation,
-    actions: &HashMap<PackId, PackAction>,
-) -> Result<bool> {
-    let copies = index.lookup_all(&loc.id)?;
-    Ok(copies.iter().any(|c| {
-        matches!(
-            actions.get(&c.pack),
-            Some(PackAction::Keep | PackAction::KeepPartial)
-        )
-    }))
 }
 
 /// Plans under an exclusive lock and, unless this is a dry run, executes the plan.

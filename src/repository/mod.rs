@@ -354,6 +354,55 @@ impl Repository {
         bulk.finish()
     }
 
+    /// Reads the repository's current index straight from its segments, bypassing the
+    /// local index: calls `f` with every segment that no other present segment supersedes,
+    /// a batch at a time. Fails if any segment cannot be read, since what it lists would
+    /// then be unknown.
+    pub fn for_each_current_segment(&self, mut f: impl FnMut(IndexId, IndexSegment)) -> Result<()> {
+        let mut listed: Vec<(IndexId, u64)> = self
+            .storage
+            .list(FileType::Index)?
+            .iter()
+            .filter_map(|f| Some((f.name.parse().ok()?, f.size)))
+            .collect();
+        listed.sort();
+        let unreadable = |id: IndexId, e: Error| {
+            Error::invalid(format!(
+                "index segment index/{id} cannot be read ({e}); run `arca repair index`"
+            ))
+        };
+        let batches = load_batches(&listed);
+        let mut superseded: HashSet<IndexId> = HashSet::new();
+        let mut kept: Vec<(IndexId, IndexSegment)> = Vec::new();
+        for batch in &batches {
+            for (id, result) in self.load_index_segments(batch) {
+                let segment = result.map_err(|e| unreadable(id, e))?;
+                superseded.extend(segment.supersedes.iter().copied());
+                if batches.len() == 1 {
+                    kept.push((id, segment));
+                }
+            }
+        }
+        if batches.len() == 1 {
+            for (id, segment) in kept {
+                if !superseded.contains(&id) {
+                    f(id, segment);
+                }
+            }
+            return Ok(());
+        }
+        let current: Vec<(IndexId, u64)> = listed
+            .into_iter()
+            .filter(|(id, _)| !superseded.contains(id))
+            .collect();
+        for batch in load_batches(&current) {
+            for (id, result) in self.load_index_segments(batch) {
+                f(id, result.map_err(|e| unreadable(id, e))?);
+            }
+        }
+        Ok(())
+    }
+
     /// Decodes a batch of index segments in parallel.
     fn load_index_segments(
         &self,

@@ -179,3 +179,31 @@ fn partly_used_tree_packs_are_repacked_whatever_waste_is_tolerated() {
     );
     env.assert_verified();
 }
+
+#[test]
+fn prune_refuses_to_delete_anything_when_an_index_segment_is_damaged() {
+    let env = TestEnv::init_with(&["--pack-size", "1"]);
+    let ids = three_generations(&env);
+    forget_snapshot(&env, &ids[0]);
+    let segment = fs::read_dir(env.repo.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let mut bytes = fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs::write(&segment, &bytes).unwrap();
+    let before = env.repo_files();
+    let out = env.fails(&["prune"], EXIT_ERROR);
+    let line = error_line(&out);
+    let name = segment.file_name().unwrap().to_str().unwrap();
+    assert!(
+        line.contains(name) && line.contains("prune deletes nothing"),
+        "{line}"
+    );
+    assert_eq!(
+        env.repo_files().keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+}
