@@ -35,6 +35,13 @@ impl LocalStorage {
     }
 }
 
+/// Whether writes and removals of this kind of file are made durable before they return.
+/// Lock files are not: a crash that loses one also ended the process that held it, and
+/// every fsync costs a wait behind whatever else the disk is writing.
+fn durable(ty: FileType) -> bool {
+    ty != FileType::Lock
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
@@ -142,10 +149,15 @@ impl Storage for LocalStorage {
                 .open(&tmp)
                 .at(&tmp)?;
             file.write_all(data).at(&tmp)?;
-            file.sync_all().at(&tmp)?;
+            if durable(ty) {
+                file.sync_all().at(&tmp)?;
+            }
             drop(file);
             fs::rename(&tmp, &path).at(&path)?;
-            sync_dir(&dir)
+            if durable(ty) {
+                sync_dir(&dir)?;
+            }
+            Ok(())
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -156,7 +168,7 @@ impl Storage for LocalStorage {
     fn remove(&self, ty: FileType, name: &str) -> Result<()> {
         let path = self.path(ty, name)?;
         fs::remove_file(&path).at(&path)?;
-        if let Some(dir) = path.parent() {
+        if let Some(dir) = path.parent().filter(|_| durable(ty)) {
             sync_dir(dir)?;
         }
         Ok(())

@@ -78,8 +78,10 @@ pub trait Storage: Send + Sync {
     fn read(&self, ty: FileType, name: &str) -> Result<Vec<u8>>;
     /// Reads exactly `len` bytes at `offset`; a shorter file is an error.
     fn read_range(&self, ty: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
-    /// Writes a whole file durably: it is complete under its name, or absent.
+    /// Writes a whole file atomically (it is complete under its name, or absent) and, but
+    /// for lock files, durably before returning.
     fn write(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()>;
+    /// Removes a file; durably before returning, but for lock files.
     fn remove(&self, ty: FileType, name: &str) -> Result<()>;
     /// The size of one file.
     fn size(&self, ty: FileType, name: &str) -> Result<u64>;
