@@ -77,11 +77,59 @@ enum Item {
     HardLink { path: PathBuf, first: PathBuf },
 }
 
-struct Plan {
+/// A planned restore: every entry to create and, for file contents, every blob to read,
+/// from which pack, and where it goes. See [`plan`]; [`RestorePlan::summary`] counts it.
+pub struct RestorePlan {
     items: Vec<Item>,
     files: Vec<FileJob>,
     packs: HashMap<PackId, Vec<PlannedBlob>>,
     problems: Vec<Problem>,
+}
+
+/// What a [`RestorePlan`] will do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PlanSummary {
+    /// Regular files whose contents will be written (not those with a problem, nor the
+    /// further names of a hard-linked file).
+    pub files: u64,
+    /// Further names of hard-linked files, linked to the first once it is written.
+    pub hard_links: u64,
+    pub dirs: u64,
+    /// Symlinks, fifos, devices and sockets.
+    pub other: u64,
+    /// Content bytes of the files to write.
+    pub bytes: u64,
+    /// Distinct blobs to read.
+    pub blobs: u64,
+    /// Packs to read them from, each once.
+    pub packs: u64,
+    /// Entries that cannot be restored: unreadable directories, files whose data is missing.
+    pub problems: Vec<Problem>,
+}
+
+impl RestorePlan {
+    pub fn summary(&self) -> PlanSummary {
+        let mut summary = PlanSummary {
+            problems: self.problems.clone(),
+            packs: self.packs.len() as u64,
+            blobs: self.packs.values().map(|b| b.len() as u64).sum(),
+            ..PlanSummary::default()
+        };
+        for item in &self.items {
+            match item {
+                Item::Dir(..) => summary.dirs += 1,
+                Item::Special(..) => summary.other += 1,
+                Item::HardLink { .. } => summary.hard_links += 1,
+            }
+        }
+        for job in &self.files {
+            if !job.failed.load(Ordering::Relaxed) {
+                summary.files += 1;
+                summary.bytes += job.node.size;
+            }
+        }
+        summary
+    }
 }
 
 fn path_of(target: &Path, rel: &Path) -> PathBuf {
@@ -115,13 +163,16 @@ pub fn restore(
     let _lock = repo.lock(LockKind::Shared, "restore")?;
     let target = &options.target;
     fs::create_dir_all(target).at(target)?;
-    // Read every blob from a copy whose pack is still there.
-    repo.forget_missing_packs()?;
-    let plan = make_plan(repo, root, options)?;
+    let plan = plan(repo, root, options)?;
     execute(repo, plan, target, progress)
 }
 
-fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Result<Plan> {
+/// Plans a restore from the snapshot whose root tree is `root`, writing nothing (but
+/// dropping from the local index the packs the repository no longer has). [`restore`]
+/// plans with this under a shared lock.
+pub fn plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Result<RestorePlan> {
+    // Read every blob from a copy whose pack is still there.
+    repo.forget_missing_packs()?;
     let includes = Excludes::new(&options.includes)?;
     let excludes = Excludes::new(&options.excludes)?;
     let filtering = !options.includes.is_empty();
@@ -194,7 +245,7 @@ fn make_plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resu
         });
     }
 
-    let mut plan = Plan {
+    let mut plan = RestorePlan {
         items: Vec::new(),
         files: Vec::new(),
         packs: HashMap::new(),
@@ -317,11 +368,11 @@ fn clear_non_dir(path: &Path) -> Result<()> {
 
 fn execute(
     repo: &Repository,
-    plan: Plan,
+    plan: RestorePlan,
     target: &Path,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
-    let Plan {
+    let RestorePlan {
         items,
         files,
         packs,
@@ -726,6 +777,73 @@ fn apply_metadata(path: &Path, node: &Node, is_target_root: bool) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::pack::BlobKind;
+    use crate::format::tree::Tree;
+    use crate::repository::testing::test_repo;
+
+    #[test]
+    fn a_plan_counts_what_restore_will_do() {
+        let (repo, _storage, _cache) = test_repo();
+        let saver = repo.saver().unwrap();
+        let hello = saver.save(BlobKind::Data, b"hello").unwrap().id;
+        let world = saver.save(BlobKind::Data, b"world!").unwrap().id;
+        let file = |name: &str, content: Vec<BlobId>, size: u64, links: u64| Node {
+            name: name.into(),
+            kind: NodeKind::File,
+            size,
+            links,
+            inode: 7,
+            content,
+            ..Node::default()
+        };
+        let sub = saver
+            .save(
+                BlobKind::Tree,
+                &Tree {
+                    nodes: vec![file("linked", vec![world], 6, 2)],
+                }
+                .encode_body(),
+            )
+            .unwrap()
+            .id;
+        let root = Tree {
+            nodes: vec![
+                file("a", vec![hello, world], 11, 1),
+                Node {
+                    name: b"d".to_vec(),
+                    kind: NodeKind::Dir,
+                    subtree: Some(sub),
+                    ..Node::default()
+                },
+                file("gone", vec![BlobId([9; 32])], 3, 1),
+                Node {
+                    name: b"l".to_vec(),
+                    kind: NodeKind::Symlink,
+                    target: b"a".to_vec(),
+                    ..Node::default()
+                },
+                file("linked", vec![world], 6, 2),
+            ],
+        };
+        let root = saver.save(BlobKind::Tree, &root.encode_body()).unwrap().id;
+        saver.finish().unwrap();
+
+        let summary = plan(&repo, &root, &RestoreOptions::default())
+            .unwrap()
+            .summary();
+        assert_eq!(
+            (
+                summary.files,
+                summary.hard_links,
+                summary.dirs,
+                summary.other
+            ),
+            (2, 1, 1, 1)
+        );
+        assert_eq!((summary.bytes, summary.blobs, summary.packs), (17, 2, 1));
+        assert_eq!(summary.problems.len(), 1, "{:?}", summary.problems);
+        assert_eq!(summary.problems[0].path, "/gone");
+    }
 
     #[test]
     fn zero_blocks_become_holes_and_runs_merge() {
