@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::Progress;
+use super::tree_walk::TREES_AT_ONCE;
 use crate::error::{Error, Result};
 use crate::format::index::{IndexSegment, IndexedPack};
 use crate::format::pack::{BlobKind, PackEntry};
@@ -19,9 +20,6 @@ use crate::format::tree::{NodeKind, Tree};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::repository::{BlobLocation, LockKind, Repository};
 use crate::storage::FileType;
-
-/// Trees loaded at once while finding the blobs in use.
-const TREES_AT_ONCE: usize = 256;
 
 /// How many packs under a quarter of the target size prune lets gather before merging them.
 const SMALL_PACKS_TO_MERGE: usize = 8;

@@ -9,6 +9,10 @@ use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::BlobId;
 use crate::repository::Repository;
 
+/// Trees read and decoded at once, in parallel, by the walks over whole snapshots (prune's
+/// and verify's): enough to keep every core busy, few enough to bound memory.
+pub const TREES_AT_ONCE: usize = 256;
+
 /// A path inside a snapshot, split into names; `/a/b`, `a/b` and `a/b/` are the same.
 pub fn split_path(path: &str) -> Vec<&[u8]> {
     path.split('/')

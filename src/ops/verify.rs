@@ -13,9 +13,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::Progress;
-use super::tree_walk::display_path;
+use super::tree_walk::{TREES_AT_ONCE, display_path};
 use crate::error::{Error, Result};
-use crate::format::tree::NodeKind;
+use crate::format::tree::{NodeKind, Tree};
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::repository::{BlobLocation, LockKind, Repository};
 use crate::storage::FileType;
@@ -244,46 +244,55 @@ pub fn verify(
     let walk = || -> Result<(u64, u64)> {
         let mut seen_trees: HashSet<BlobId> = HashSet::new();
         let mut seen_data: HashSet<BlobId> = HashSet::new();
-        let mut stack: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
-        while let Some(tree_id) = stack.pop() {
-            if !seen_trees.insert(tree_id) {
-                continue;
-            }
-            let Some(loc) = check_blob(&tree_id) else {
-                found.add(
-                    "blob",
-                    tree_id.to_hex(),
-                    "tree blob is missing from the index or its pack is damaged",
-                );
-                continue;
-            };
-            let tree = match repo.load_tree_at(&loc) {
-                Ok(t) => t,
-                Err(e) => {
-                    found.bad_blob(tree_id);
-                    found.add("tree", tree_id.to_hex(), e.to_string());
-                    continue;
+        let mut pending: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
+        // A batch of trees at a time, read and decoded in parallel.
+        while !pending.is_empty() {
+            let take = pending.len().min(TREES_AT_ONCE);
+            let batch: Vec<BlobId> = pending
+                .split_off(pending.len() - take)
+                .into_iter()
+                .filter(|id| seen_trees.insert(*id))
+                .collect();
+            let loaded: Vec<Option<Tree>> = batch
+                .par_iter()
+                .map(|tree_id| {
+                    let Some(loc) = check_blob(tree_id) else {
+                        found.add(
+                            "blob",
+                            tree_id.to_hex(),
+                            "tree blob is missing from the index or its pack is damaged",
+                        );
+                        return None;
+                    };
+                    repo.load_tree_at(&loc)
+                        .map_err(|e| {
+                            found.bad_blob(*tree_id);
+                            found.add("tree", tree_id.to_hex(), e.to_string());
+                        })
+                        .ok()
+                })
+                .collect();
+            for tree in loaded.into_iter().flatten() {
+                progress.advance(tree.nodes.len() as u64, 0);
+                // Every new data blob of this directory, looked up in one read transaction.
+                let mut new_ids: Vec<BlobId> = Vec::new();
+                for node in &tree.nodes {
+                    if let Some(sub) = node.subtree {
+                        pending.push(sub);
+                    }
+                    if node.kind == NodeKind::File {
+                        new_ids.extend(node.content.iter().filter(|id| seen_data.insert(**id)));
+                    }
                 }
-            };
-            progress.advance(tree.nodes.len() as u64, 0);
-            // Every new data blob of this directory, looked up in one read transaction.
-            let mut new_ids: Vec<BlobId> = Vec::new();
-            for node in &tree.nodes {
-                if let Some(sub) = node.subtree {
-                    stack.push(sub);
-                }
-                if node.kind == NodeKind::File {
-                    new_ids.extend(node.content.iter().filter(|id| seen_data.insert(**id)));
-                }
-            }
-            for (id, copies) in new_ids.iter().zip(index.lookup_all_many(&new_ids)?) {
-                if !copies.iter().any(|c| !bad_packs.contains(&c.pack)) {
-                    found.bad_blob(*id);
-                    found.add(
-                        "blob",
-                        id.to_hex(),
-                        "data blob is missing from the index or its pack is damaged",
-                    );
+                for (id, copies) in new_ids.iter().zip(index.lookup_all_many(&new_ids)?) {
+                    if !copies.iter().any(|c| !bad_packs.contains(&c.pack)) {
+                        found.bad_blob(*id);
+                        found.add(
+                            "blob",
+                            id.to_hex(),
+                            "data blob is missing from the index or its pack is damaged",
+                        );
+                    }
                 }
             }
         }
