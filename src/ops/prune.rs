@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::Progress;
-use super::tree_walk::TREES_AT_ONCE;
+use super::tree_walk::next_tree_batch;
 use crate::error::{Error, Result};
 use crate::format::index::{IndexSegment, IndexedPack};
 use crate::format::pack::{BlobKind, PackEntry};
@@ -154,12 +154,7 @@ pub fn plan(
     let mut used: HashSet<BlobId> = HashSet::new();
     let mut pending: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
     while !pending.is_empty() {
-        let take = pending.len().min(TREES_AT_ONCE);
-        let batch: Vec<BlobId> = pending
-            .split_off(pending.len() - take)
-            .into_iter()
-            .filter(|id| used.insert(*id))
-            .collect();
+        let batch = next_tree_batch(&mut pending, &mut used);
         let loaded: Vec<Result<Tree>> = batch
             .par_iter()
             .map(|id| {

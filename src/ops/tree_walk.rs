@@ -1,5 +1,6 @@
 //! Finding and visiting entries of a snapshot's trees.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,18 @@ use crate::repository::Repository;
 
 /// Trees read and decoded at once, in parallel, by the walks over whole snapshots (prune's
 /// and verify's): enough to keep every core busy, few enough to bound memory.
-pub const TREES_AT_ONCE: usize = 256;
+const TREES_AT_ONCE: usize = 256;
+
+/// Takes the next batch of trees to load off the end of `pending`: at most
+/// [`TREES_AT_ONCE`], without those already in `seen`, which the rest are added to.
+pub fn next_tree_batch(pending: &mut Vec<BlobId>, seen: &mut HashSet<BlobId>) -> Vec<BlobId> {
+    let take = pending.len().min(TREES_AT_ONCE);
+    pending
+        .split_off(pending.len() - take)
+        .into_iter()
+        .filter(|id| seen.insert(*id))
+        .collect()
+}
 
 /// A path inside a snapshot, split into names; `/a/b`, `a/b` and `a/b/` are the same.
 pub fn split_path(path: &str) -> Vec<&[u8]> {
@@ -141,4 +153,32 @@ pub fn mode_string(node: &Node) -> String {
 
 pub fn display_path(path: &Path) -> String {
     PathBuf::from("/").join(path).display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_batches_are_bounded_and_skip_trees_already_seen() {
+        let id = |n: u16| {
+            let mut bytes = [0u8; 32];
+            bytes[..2].copy_from_slice(&n.to_le_bytes());
+            BlobId(bytes)
+        };
+        let mut pending: Vec<BlobId> = (0..300).map(id).collect();
+        let mut seen: HashSet<BlobId> = HashSet::from([id(299), id(0)]);
+        let first = next_tree_batch(&mut pending, &mut seen);
+        assert_eq!(first.len(), TREES_AT_ONCE - 1, "299 was seen already");
+        assert_eq!(pending.len(), 300 - TREES_AT_ONCE);
+        assert!(!first.contains(&id(299)));
+        // A tree met twice in one batch is loaded once.
+        pending.push(id(1));
+        pending.push(id(1));
+        let second = next_tree_batch(&mut pending, &mut seen);
+        assert!(pending.is_empty());
+        assert_eq!(second.iter().filter(|b| **b == id(1)).count(), 1);
+        assert!(!second.contains(&id(0)));
+        assert_eq!(seen.len(), 300);
+    }
 }

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::Progress;
-use super::tree_walk::{TREES_AT_ONCE, display_path};
+use super::tree_walk::{display_path, next_tree_batch};
 use crate::error::{Error, Result};
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::{BlobId, PackId, SnapshotId};
@@ -247,12 +247,7 @@ pub fn verify(
         let mut pending: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
         // A batch of trees at a time, read and decoded in parallel.
         while !pending.is_empty() {
-            let take = pending.len().min(TREES_AT_ONCE);
-            let batch: Vec<BlobId> = pending
-                .split_off(pending.len() - take)
-                .into_iter()
-                .filter(|id| seen_trees.insert(*id))
-                .collect();
+            let batch = next_tree_batch(&mut pending, &mut seen_trees);
             let loaded: Vec<Option<Tree>> = batch
                 .par_iter()
                 .map(|tree_id| {
