@@ -134,12 +134,13 @@ impl LocalIndex {
             true,
         )
         .map_err(err)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_FOLD_BYTES as i64)
+            .map_err(err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
              PRAGMA cache_size = -16384;
              PRAGMA busy_timeout = 60000;
-             PRAGMA journal_size_limit = 16777216;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS segments (id BLOB PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS superseded (id BLOB PRIMARY KEY) WITHOUT ROWID;
@@ -184,7 +185,8 @@ impl LocalIndex {
     /// `limit` bytes. Best effort, and never waits: another connection reading or writing
     /// just leaves the log for later.
     fn fold_log_if_larger_than(&self, limit: u64) {
-        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
         match std::fs::metadata(&wal) {
             Ok(meta) if meta.len() > limit => {}
             _ => return,
@@ -648,6 +650,11 @@ mod tests {
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
         drop(index);
         let index = LocalIndex::open(&path, &[1; 32]).unwrap();
+        let cut_back_to: i64 = index
+            .conn()
+            .pragma_query_value(None, "journal_size_limit", |r| r.get(0))
+            .unwrap();
+        assert_eq!(cut_back_to, WAL_FOLD_BYTES as i64);
         assert!(index.contains(&BlobId([10; 32])).unwrap());
         assert!(index.loaded_segments().unwrap().contains(&IndexId([9; 32])));
     }
