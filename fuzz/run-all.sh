@@ -2,6 +2,10 @@
 # Builds every fuzz target and runs each for SECONDS (default 60), one after another.
 # Exits non-zero if any target finds something (crash inputs land in fuzz/artifacts/<target>/).
 # Usage: fuzz/run-all.sh [SECONDS]
+#
+# The decoders under test are safe Rust, so AddressSanitizer finds nothing the fuzzer's
+# own checks (panics, overflow with debug assertions, memory and time limits) do not, and
+# it doubles the build time: it is off unless ARCA_FUZZ_SANITIZER=address asks for it.
 set -uo pipefail
 
 secs=${1:-60}
@@ -17,7 +21,8 @@ export RUSTC_BOOTSTRAP=1
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked || exit 1
 fi
-cargo fuzz build || exit 1
+sanitizer=${ARCA_FUZZ_SANITIZER:-none}
+cargo fuzz build --sanitizer "$sanitizer" || exit 1
 
 failed=()
 for src in fuzz_targets/*.rs; do
@@ -27,7 +32,7 @@ for src in fuzz_targets/*.rs; do
     dirs=("corpus/$target")
     [[ -d seeds/$target ]] && dirs+=("seeds/$target")
     echo "=== $target: ${secs}s"
-    if ! cargo fuzz run "$target" "${dirs[@]}" -- -max_total_time="$secs" -rss_limit_mb=2048; then
+    if ! cargo fuzz run --sanitizer "$sanitizer" "$target" "${dirs[@]}" -- -max_total_time="$secs" -rss_limit_mb=2048; then
         failed+=("$target")
     fi
 done
