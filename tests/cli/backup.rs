@@ -310,6 +310,46 @@ fn a_changed_file_is_the_only_one_read() {
     env.assert_verified();
 }
 
+/// A changed large file is cut where its parent version was cut while the bytes match;
+/// the cuts must be those of plain chunking, or the same bytes elsewhere would not
+/// deduplicate against it.
+#[test]
+fn a_changed_large_file_is_cut_as_a_new_copy_of_it_would_be() {
+    let env = TestEnv::init();
+    let content = pseudo_random(5, 12 << 20);
+    let big = env.write_file("big", &content);
+    env.backup_src();
+    // An edit in each 8 MiB segment the backup reads the file in.
+    let file = fs::OpenOptions::new().write(true).open(&big).unwrap();
+    file.write_all_at(&[0u8; 100], 2 << 20).unwrap();
+    file.write_all_at(&pseudo_random(6, 3000), 9 << 20).unwrap();
+    drop(file);
+    let changed = env.backup_src();
+    assert_eq!(changed["snapshot"]["summary"]["files_changed"], 1);
+
+    // The same bytes under two new names, each in its own source folder without a parent
+    // snapshot: the first adds no data blob if the changed file's chunks are the plain ones,
+    // so both add the same number of blobs (their trees).
+    let edited = fs::read(&big).unwrap();
+    let mut added = Vec::new();
+    for name in ["copy-a", "copy-b"] {
+        let dir = env.path(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("big"), &edited).unwrap();
+        let report = env.backup(&[&dir], &[]);
+        added.push(report["snapshot"]["summary"]["blobs_added"].clone());
+    }
+    assert_eq!(added[0], added[1], "{added:?}");
+    let spec = format!(
+        "{}:{}",
+        changed["snapshot_id"].as_str().unwrap(),
+        env.path("src").display()
+    );
+    let restored = env.restore(&spec, "restored", &[]);
+    assert_eq!(fs::read(restored.join("big")).unwrap(), edited);
+    env.assert_verified();
+}
+
 #[test]
 fn tags_and_host_are_recorded_and_filter_snapshots() {
     let env = TestEnv::init();

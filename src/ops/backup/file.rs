@@ -13,10 +13,11 @@ use std::sync::atomic::Ordering;
 use rayon::prelude::*;
 
 use super::Context;
+use super::guide::{self, Cut, Guide, OldChunk};
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
-use crate::format::tree::Node;
+use crate::format::tree::{Node, NodeKind};
 use crate::id::BlobId;
 
 /// Largest read buffer a thread keeps for the next file.
@@ -97,23 +98,64 @@ fn fill(file: &mut File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<usiz
     }
 }
 
-/// Saves every chunk of `data` whose lengths are given, in parallel; returns their ids.
-fn save_chunks(ctx: &Context<'_>, data: &[u8], lengths: &[usize]) -> Result<Vec<BlobId>> {
-    let save = |chunk: &[u8]| ctx.saver.save(BlobKind::Data, chunk).map(|s| s.id);
-    if lengths.len() <= 1 {
-        return lengths.iter().map(|&l| save(&data[..l])).collect();
+/// Saves every chunk of `data` as cut by `cuts`, in parallel; returns their ids.
+fn save_chunks(ctx: &Context<'_>, data: &[u8], cuts: &[Cut]) -> Result<Vec<BlobId>> {
+    let save = |chunk: &[u8], id: Option<BlobId>| {
+        match id {
+            Some(id) => ctx.saver.save_with_id(BlobKind::Data, id, chunk),
+            None => ctx.saver.save(BlobKind::Data, chunk),
+        }
+        .map(|s| s.id)
+    };
+    if cuts.len() <= 1 {
+        return cuts.iter().map(|c| save(&data[..c.len], c.id)).collect();
     }
-    let mut ranges = Vec::with_capacity(lengths.len());
+    let mut pieces = Vec::with_capacity(cuts.len());
     let mut offset = 0;
-    for &l in lengths {
-        ranges.push(offset..offset + l);
-        offset += l;
+    for cut in cuts {
+        pieces.push((offset..offset + cut.len, cut.id));
+        offset += cut.len;
     }
-    ranges.into_par_iter().map(|r| save(&data[r])).collect()
+    pieces
+        .into_par_iter()
+        .map(|(r, id)| save(&data[r], id))
+        .collect()
+}
+
+/// A guide through the chunks of the file's version in the parent snapshot, when it had
+/// several and the index still knows all their lengths. Without one the file is chunked
+/// plainly, so any failure here only costs speed.
+fn parent_guide(ctx: &Context<'_>, old: Option<&Node>, max_size: usize) -> Option<Guide> {
+    let old = old.filter(|o| o.kind == NodeKind::File && o.content.len() >= 2)?;
+    let found = ctx
+        .repo
+        .local_index()
+        .ok()?
+        .lookup_many(&old.content)
+        .ok()?;
+    let chunks = old
+        .content
+        .iter()
+        .zip(found)
+        .map(|(id, location)| {
+            location.map(|l| OldChunk {
+                id: *id,
+                len: l.raw_length as usize,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Guide::new(chunks, max_size))
 }
 
 /// Reads the file at `path`, stores its chunks and fills in `node.content` and `node.size`.
-pub(crate) fn read_content(ctx: &Context<'_>, path: &Path, node: &mut Node) -> Result<()> {
+/// `old` is the file's entry in the parent snapshot, if it had one: where its chunks were
+/// cut is followed while the content still matches (see [`guide`]).
+pub(crate) fn read_content(
+    ctx: &Context<'_>,
+    path: &Path,
+    node: &mut Node,
+    old: Option<&Node>,
+) -> Result<()> {
     let key = (node.device, node.inode);
     if node.links > 1
         && let Some((content, size)) = ctx
@@ -129,6 +171,8 @@ pub(crate) fn read_content(ctx: &Context<'_>, path: &Path, node: &mut Node) -> R
     let mut file = open_source(path).map_err(|e| Error::io(path, e))?;
     let chunker: Chunker = ctx.repo.chunker();
     let max_chunk = chunker.params().max_size as usize;
+    let mut guide = parent_guide(ctx, old, max_chunk);
+    let hash = |chunk: &[u8]| ctx.repo.blob_id(chunk);
     let mut content = Vec::new();
     let mut total = 0u64;
     let mut buf = ScratchBuffer::take();
@@ -140,20 +184,23 @@ pub(crate) fn read_content(ctx: &Context<'_>, path: &Path, node: &mut Node) -> R
         ctx.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
         ctx.progress.advance(0, got as u64);
         let at_end = got < want;
-        let lengths = chunker.chunk_lengths(&buf);
+        let cuts = match guide.as_mut() {
+            Some(guide) => guide.cut(&chunker, &buf, at_end, &hash),
+            None => guide::plain_cuts(&chunker, &buf),
+        };
         if at_end {
-            content.extend(save_chunks(ctx, &buf, &lengths)?);
+            content.extend(save_chunks(ctx, &buf, &cuts)?);
             break;
         }
         // The last chunk was cut by the end of the buffer, not by content: carry it over
         // so that chunking in segments cuts exactly where chunking the whole file would.
-        let keep = lengths.last().copied().unwrap_or(0);
+        let keep = cuts.last().map_or(0, |c| c.len);
         let done = buf.len() - keep;
-        content.extend(save_chunks(
-            ctx,
-            &buf[..done],
-            &lengths[..lengths.len().saturating_sub(1)],
-        )?);
+        let ids = save_chunks(ctx, &buf[..done], &cuts[..cuts.len().saturating_sub(1)])?;
+        if let Some(guide) = guide.as_mut() {
+            guide.saved(ids.last());
+        }
+        content.extend(ids);
         buf.drain(..done);
         want = SEGMENT_LEN.max(max_chunk);
     }

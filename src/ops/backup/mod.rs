@@ -2,10 +2,12 @@
 //!
 //! The source paths are walked in parallel; every file is chunked, and each chunk is
 //! hashed, deduplicated, compressed and sealed on all cores (a large file's chunks too).
-//! A file whose size, mtime, ctime and inode match the parent snapshot is not read again.
+//! A file whose size, mtime, ctime and inode match the parent snapshot is not read again;
+//! a changed one is cut where its parent version was cut while its bytes still match.
 //! Packs and the index are durable before the snapshot is written.
 
 mod file;
+mod guide;
 mod stdin;
 mod walk;
 

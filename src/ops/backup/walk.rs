@@ -195,7 +195,7 @@ fn entry_node(
                 return Ok(old);
             }
             node.xattrs = read_xattrs(path);
-            match file::read_content(ctx, path, &mut node) {
+            match file::read_content(ctx, path, &mut node, old.as_ref()) {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {
                     ctx.problem(path, "vanished during the backup");
