@@ -75,6 +75,7 @@ pub fn derive_wrapping_key(
         Some(KEY_LEN),
     )
     .map_err(|e| Error::invalid(format!("argon2id parameters rejected: {e}")))?;
+    let memory = WorkingMemory::new(argon_params.block_count())?;
     let argon = argon2::Argon2::new(
         argon2::Algorithm::Argon2id,
         argon2::Version::V0x13,
@@ -82,9 +83,42 @@ pub fn derive_wrapping_key(
     );
     let mut out = [0u8; KEY_LEN];
     argon
-        .hash_password_into(password, salt, &mut out)
+        .hash_password_into_with_memory(password, salt, &mut out, memory)
         .map_err(|e| Error::invalid(format!("argon2id failed: {e}")))?;
     Ok(out)
+}
+
+/// argon2id's working memory, mapped fresh from the kernel. Its pages are zero until first
+/// touched, so they are faulted in by the lanes as they fill them, on every core; memory
+/// from the allocator would be cleared first, page by page on one core, which took longer
+/// than the lanes' first pass. On Linux it is asked for in huge pages, a hint the kernel
+/// may ignore.
+struct WorkingMemory {
+    map: memmap2::MmapMut,
+    blocks: usize,
+}
+
+impl WorkingMemory {
+    fn new(blocks: usize) -> Result<WorkingMemory> {
+        let map = memmap2::MmapMut::map_anon(blocks * argon2::Block::SIZE).map_err(|e| {
+            Error::invalid(format!(
+                "cannot map {} KiB for argon2id: {e}",
+                blocks * argon2::Block::SIZE / 1024
+            ))
+        })?;
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Ok(WorkingMemory { map, blocks })
+    }
+}
+
+impl AsMut<[argon2::Block]> for WorkingMemory {
+    fn as_mut(&mut self) -> &mut [argon2::Block] {
+        // SAFETY: the mapping is page-aligned (a Block needs 64 bytes), exactly `blocks`
+        // blocks long, zero-filled by the kernel, and borrowed mutably for the slice's
+        // lifetime; a Block is an array of u64, valid for any bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().cast(), self.blocks) }
+    }
 }
 
 #[cfg(test)]
