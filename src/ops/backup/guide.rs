@@ -124,15 +124,20 @@ impl Guide {
                 end += chunk.len;
             }
             let known = self.confirmed.min(ranges.len());
-            let fresh: Vec<BlobId> = ranges[known..]
-                .par_iter()
-                .map(|r| hash(&data[r.clone()]))
-                .collect();
-            let ids: Vec<BlobId> = self.old[first..first + known]
+            let mut ids: Vec<BlobId> = self.old[first..first + known]
                 .iter()
                 .map(|c| c.id)
-                .chain(fresh)
                 .collect();
+            // Two chunks first, then the rest only if they matched: a file rewritten
+            // throughout costs two hashes in vain, not a whole buffer of them.
+            let probe = (known + 2).min(ranges.len());
+            for batch in [known..probe, probe..ranges.len()] {
+                let all_match = ids.iter().zip(&self.old[first..]).all(|(n, o)| *n == o.id);
+                if !all_match {
+                    break;
+                }
+                ids.par_extend(ranges[batch].par_iter().map(|r| hash(&data[r.clone()])));
+            }
             let matched = ids
                 .iter()
                 .zip(&self.old[first..])
@@ -310,6 +315,22 @@ mod tests {
         new[first] ^= 0xff;
         let (lengths, _) = guided_lengths(&old, &new, 64 << 10);
         assert_eq!(lengths, chunker().chunk_lengths(&new));
+    }
+
+    #[test]
+    fn a_file_rewritten_throughout_costs_two_hashes_in_vain() {
+        let old = pseudo_random(400_000, 7);
+        let new = pseudo_random(400_000, 8);
+        let mut guide = Guide::new(old_chunks(&old), PARAMS.max_size as usize);
+        let hashes = std::sync::atomic::AtomicUsize::new(0);
+        let counting = |data: &[u8]| {
+            hashes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            id_of(data)
+        };
+        let cuts = guide.cut(&chunker(), &new, true, &counting);
+        let lengths: Vec<usize> = cuts.iter().map(|c| c.len).collect();
+        assert_eq!(lengths, chunker().chunk_lengths(&new));
+        assert_eq!(hashes.into_inner(), 2);
     }
 
     #[test]
