@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use rayon::prelude::*;
 
 use super::Context;
-use super::guide::{self, Cut, Guide, OldChunk};
+use super::guide::{self, ChunkId, Cut, Guide, OldChunk};
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
@@ -100,12 +100,13 @@ fn fill(file: &mut File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<usiz
 
 /// Saves every chunk of `data` as cut by `cuts`, in parallel; returns their ids.
 fn save_chunks(ctx: &Context<'_>, data: &[u8], cuts: &[Cut]) -> Result<Vec<BlobId>> {
-    let save = |chunk: &[u8], id: Option<BlobId>| {
-        match id {
-            Some(id) => ctx.saver.save_with_id(BlobKind::Data, id, chunk),
-            None => ctx.saver.save(BlobKind::Data, chunk),
-        }
-        .map(|s| s.id)
+    let save = |chunk: &[u8], id: ChunkId| match id {
+        ChunkId::Unknown => ctx.saver.save(BlobKind::Data, chunk).map(|s| s.id),
+        ChunkId::Hashed(id) => ctx
+            .saver
+            .save_with_id(BlobKind::Data, id, chunk)
+            .map(|s| s.id),
+        ChunkId::Stored(id) => Ok(id),
     };
     if cuts.len() <= 1 {
         return cuts.iter().map(|c| save(&data[..c.len], c.id)).collect();
@@ -123,7 +124,8 @@ fn save_chunks(ctx: &Context<'_>, data: &[u8], cuts: &[Cut]) -> Result<Vec<BlobI
 }
 
 /// A guide through the chunks of the file's version in the parent snapshot, when it had
-/// several and the index still knows all their lengths. Without one the file is chunked
+/// several and the index still has every one of them (their lengths come from it, and the
+/// chunks found again need not be looked up twice). Without one the file is chunked
 /// plainly, so any failure here only costs speed.
 fn parent_guide(ctx: &Context<'_>, old: Option<&Node>, max_size: usize) -> Option<Guide> {
     let old = old.filter(|o| o.kind == NodeKind::File && o.content.len() >= 2)?;

@@ -31,11 +31,23 @@ pub(crate) struct OldChunk {
     pub len: usize,
 }
 
-/// A piece of a buffer: its length, and its id when it has been hashed already.
+/// What is known of a cut's chunk before it is saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChunkId {
+    /// Not hashed yet.
+    Unknown,
+    /// Hashed already; the repository may or may not have it.
+    Hashed(BlobId),
+    /// One of the parent version's chunks, which the index was asked for when the guide
+    /// was made: the repository has it, and saving it needs neither hash nor lookup.
+    Stored(BlobId),
+}
+
+/// A piece of a buffer: its length, and what is known of its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Cut {
     pub len: usize,
-    pub id: Option<BlobId>,
+    pub id: ChunkId,
 }
 
 /// Cuts with plain content-defined chunking only.
@@ -43,7 +55,10 @@ pub(crate) fn plain_cuts(chunker: &Chunker, data: &[u8]) -> Vec<Cut> {
     chunker
         .chunk_lengths(data)
         .into_iter()
-        .map(|len| Cut { len, id: None })
+        .map(|len| Cut {
+            len,
+            id: ChunkId::Unknown,
+        })
         .collect()
 }
 
@@ -109,7 +124,7 @@ impl Guide {
         hash: &(dyn Fn(&[u8]) -> BlobId + Sync),
     ) -> Vec<Cut> {
         let mut cuts = Vec::new();
-        let mut hashed: Vec<(Range<usize>, BlobId)> = Vec::new();
+        let mut hashed: Vec<(Range<usize>, ChunkId)> = Vec::new();
         let mut offset = 0;
         if let Some(first) = self.next {
             // The old chunks from `first` on that fit in the buffer, hashed in parallel
@@ -143,7 +158,18 @@ impl Guide {
                 .zip(&self.old[first..])
                 .take_while(|(new, old)| *new == &old.id)
                 .count();
-            hashed.extend(ranges.iter().cloned().zip(ids.iter().copied()));
+            hashed.extend(
+                ranges
+                    .iter()
+                    .cloned()
+                    .zip(ids.iter().enumerate().map(|(i, &id)| {
+                        if i < matched {
+                            ChunkId::Stored(id)
+                        } else {
+                            ChunkId::Hashed(id)
+                        }
+                    })),
+            );
 
             // A chunk is taken when the one after it matched too (that checks the byte the
             // cut looked at beyond the chunk) and its cut came from the content or its size.
@@ -156,7 +182,7 @@ impl Guide {
                 }
                 cuts.push(Cut {
                     len: range.len(),
-                    id: Some(ids[taken]),
+                    id: ChunkId::Stored(ids[taken]),
                 });
                 offset = range.end;
                 taken += 1;
@@ -170,7 +196,7 @@ impl Guide {
                 self.confirmed = matched - taken;
                 cuts.push(Cut {
                     len: data.len() - offset,
-                    id: None,
+                    id: ChunkId::Unknown,
                 });
                 return cuts;
             }
@@ -184,7 +210,10 @@ impl Guide {
         }
         for len in chunker.chunk_lengths(rest) {
             let range = offset..offset + len;
-            let id = hashed.iter().find(|(r, _)| *r == range).map(|(_, id)| *id);
+            let id = hashed
+                .iter()
+                .find(|(r, _)| *r == range)
+                .map_or(ChunkId::Unknown, |(_, id)| *id);
             cuts.push(Cut { len, id });
             offset += len;
         }
@@ -253,6 +282,8 @@ mod tests {
     /// Cuts `new` as the backup reads a file: in buffers of `segment` more bytes, carrying
     /// the last cut over. Returns the chunk lengths and the bytes that were gear-scanned.
     fn guided_lengths(old: &[u8], new: &[u8], segment: usize) -> (Vec<usize>, u64) {
+        let old_ids: std::collections::HashSet<BlobId> =
+            old_chunks(old).iter().map(|c| c.id).collect();
         let mut guide = Guide::new(old_chunks(old), PARAMS.max_size as usize);
         let mut lengths = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
@@ -273,8 +304,13 @@ mod tests {
             let mut last = None;
             for cut in saved {
                 let id = id_of(&buf[offset..offset + cut.len]);
-                if let Some(known) = cut.id {
-                    assert_eq!(known, id, "a reused id must be the chunk's own");
+                match cut.id {
+                    ChunkId::Unknown => {}
+                    ChunkId::Hashed(known) => assert_eq!(known, id, "a hashed id is the chunk's"),
+                    ChunkId::Stored(known) => {
+                        assert_eq!(known, id, "a stored id is the chunk's");
+                        assert!(old_ids.contains(&id), "a stored chunk is the parent's");
+                    }
                 }
                 lengths.push(cut.len);
                 offset += cut.len;
