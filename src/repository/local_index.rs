@@ -4,8 +4,9 @@
 //! holds nothing the repository does not: when in doubt it is cleared and refilled.
 
 use std::collections::HashSet;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -42,9 +43,59 @@ pub struct BlobLocation {
     pub raw_length: u32,
 }
 
+/// Connections open at most at once. Each thread takes one for the length of a statement
+/// or transaction, so lookups from several threads run side by side; each connection
+/// has its own page cache (`cache_size`), which this bounds.
+const MAX_CONNECTIONS: usize = 4;
+
+/// How long a statement waits for another process's write to the database to end.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct LocalIndex {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    pool: Mutex<Pool>,
+    connection_returned: Condvar,
+}
+
+struct Pool {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// A connection taken from the index's pool; it goes back when dropped.
+pub(crate) struct PooledConnection<'a> {
+    index: &'a LocalIndex,
+    conn: Option<Connection>,
+}
+
+impl Deref for PooledConnection<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("a pooled connection is held until dropped")
+    }
+}
+
+impl DerefMut for PooledConnection<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn
+            .as_mut()
+            .expect("a pooled connection is held until dropped")
+    }
+}
+
+impl Drop for PooledConnection<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            lock(&self.index.pool).idle.push(conn);
+            self.index.connection_returned.notify_one();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Many segments loaded in one transaction, as when a new cache is filled or an index is
@@ -55,7 +106,7 @@ pub struct LocalIndex {
 /// [`finish`](BulkLoad::finish).
 pub struct BulkLoad<'a> {
     index: &'a LocalIndex,
-    conn: MutexGuard<'a, Connection>,
+    conn: PooledConnection<'a>,
     finished: bool,
 }
 
@@ -118,29 +169,9 @@ impl LocalIndex {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
-        let conn = Connection::open(path).map_err(err)?;
-        // Plan each query once: otherwise SQLite may plan a cached statement again for every
-        // new bound value, which made each lookup cost as much as parsing its SQL.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )
-        .map_err(err)?;
-        // Leave the write-ahead log for the next process rather than folding it into the
-        // database on every exit: that cost two fsyncs per command. SQLite folds it in as
-        // it grows, and `Drop` folds in one that a large transaction left big.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )
-        .map_err(err)?;
-        conn.pragma_update(None, "journal_size_limit", WAL_FOLD_BYTES as i64)
-            .map_err(err)?;
+        let conn = Self::connect(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA cache_size = -16384;
-             PRAGMA busy_timeout = 60000;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS segments (id BLOB PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS superseded (id BLOB PRIMARY KEY) WITHOUT ROWID;
@@ -157,7 +188,11 @@ impl LocalIndex {
         .map_err(err)?;
         let index = LocalIndex {
             path: path.to_path_buf(),
-            conn: Mutex::new(conn),
+            pool: Mutex::new(Pool {
+                idle: vec![conn],
+                open: 1,
+            }),
+            connection_returned: Condvar::new(),
         };
         let stored_repo: Option<Vec<u8>> = index.query_meta("repo_id")?;
         let stored_schema: Option<Vec<u8>> = index.query_meta("schema")?;
@@ -166,7 +201,7 @@ impl LocalIndex {
             || stored_schema.as_deref() != Some(schema.as_slice())
         {
             index.clear()?;
-            let conn = index.conn();
+            let conn = index.conn()?;
             conn.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('repo_id', ?1)",
                 params![repo_id.as_slice()],
@@ -191,13 +226,77 @@ impl LocalIndex {
             Ok(meta) if meta.len() > limit => {}
             _ => return,
         }
-        let conn = self.conn();
+        let Ok(conn) = self.conn() else { return };
         let _ = conn.busy_timeout(std::time::Duration::ZERO);
         let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        let _ = conn.busy_timeout(BUSY_TIMEOUT);
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// A new connection to the database at `path`, set up as every connection must be.
+    fn connect(path: &Path) -> Result<Connection> {
+        let err = |e: rusqlite::Error| Error::LocalIndex {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        // Plan each query once: otherwise SQLite may plan a cached statement again for every
+        // new bound value, which made each lookup cost as much as parsing its SQL.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(err)?;
+        // Leave the write-ahead log for the next process rather than folding it into the
+        // database on every exit: that cost two fsyncs per command. SQLite folds it in as
+        // it grows, and `Drop` folds in one that a large transaction left big.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .map_err(err)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_FOLD_BYTES as i64)
+            .map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        // 4 MiB of pages per connection, 16 MiB for the whole pool: the rest of the
+        // database is read through the system's page cache.
+        conn.execute_batch(
+            "PRAGMA synchronous = NORMAL;
+             PRAGMA cache_size = -4096;",
+        )
+        .map_err(err)?;
+        Ok(conn)
+    }
+
+    /// A connection of the pool: an idle one, a new one while fewer than
+    /// [`MAX_CONNECTIONS`] are open, or else the next one given back.
+    fn conn(&self) -> Result<PooledConnection<'_>> {
+        let mut pool = lock(&self.pool);
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(PooledConnection {
+                    index: self,
+                    conn: Some(conn),
+                });
+            }
+            if pool.open < MAX_CONNECTIONS {
+                pool.open += 1;
+                drop(pool);
+                return match Self::connect(&self.path) {
+                    Ok(conn) => Ok(PooledConnection {
+                        index: self,
+                        conn: Some(conn),
+                    }),
+                    Err(e) => {
+                        lock(&self.pool).open -= 1;
+                        Err(e)
+                    }
+                };
+            }
+            pool = self
+                .connection_returned
+                .wait(pool)
+                .unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {
@@ -208,7 +307,7 @@ impl LocalIndex {
     }
 
     fn query_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.conn()
+        self.conn()?
             .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
                 r.get(0)
             })
@@ -218,7 +317,7 @@ impl LocalIndex {
 
     /// Forgets everything but the repository id.
     pub fn clear(&self) -> Result<()> {
-        self.conn()
+        self.conn()?
             .execute_batch(
                 "DELETE FROM segments; DELETE FROM superseded; DELETE FROM packs; DELETE FROM blobs;",
             )
@@ -236,7 +335,7 @@ impl LocalIndex {
     }
 
     fn segment_ids(&self, query: &str) -> Result<HashSet<IndexId>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(query).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, Vec<u8>>(0))
@@ -252,7 +351,7 @@ impl LocalIndex {
 
     /// Loads one index segment, in one transaction.
     pub fn add_segment(&self, id: IndexId, segment: &IndexSegment) -> Result<()> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         self.insert_segment(&tx, id, segment, INSERT_BLOB)?;
         tx.commit().map_err(|e| self.err(e))
@@ -260,7 +359,7 @@ impl LocalIndex {
 
     /// Starts loading many segments at once; see [`BulkLoad`].
     pub fn bulk_load(&self) -> Result<BulkLoad<'_>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         conn.execute_batch(
             "BEGIN IMMEDIATE;
              CREATE TEMP TABLE staged (id BLOB, pack INTEGER, kind INTEGER, offset INTEGER,
@@ -324,7 +423,7 @@ impl LocalIndex {
     }
 
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
             .map_err(|e| self.err(e))?;
@@ -340,7 +439,7 @@ impl LocalIndex {
     /// [`lookup`](Self::lookup) for many blobs, in one read transaction: SQLite otherwise
     /// takes and drops its file locks around every single statement.
     pub fn lookup_many(&self, ids: &[BlobId]) -> Result<Vec<Option<BlobLocation>>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
         let result = ids
             .iter()
@@ -357,7 +456,7 @@ impl LocalIndex {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let conn = self.conn();
+        let conn = self.conn()?;
         conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
         let result = ids
             .iter()
@@ -372,7 +471,7 @@ impl LocalIndex {
     /// Every stored copy of a blob, the most recently indexed first. A blob has several
     /// copies when it was stored again after its pack went missing, or by concurrent backups.
     pub fn lookup_all(&self, id: &BlobId) -> Result<Vec<BlobLocation>> {
-        self.copies(&self.conn(), id)
+        self.copies(&*self.conn()?, id)
     }
 
     fn copies(&self, conn: &Connection, id: &BlobId) -> Result<Vec<BlobLocation>> {
@@ -406,7 +505,7 @@ impl LocalIndex {
 
     /// Every pack the index knows, with its recorded size.
     pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached("SELECT id, size FROM packs")
             .map_err(|e| self.err(e))?;
@@ -426,7 +525,7 @@ impl LocalIndex {
     /// Forgets packs (and their blobs), so that their chunks are stored again rather
     /// than deduplicated against data that is gone.
     pub fn drop_packs(&self, packs: &[PackId]) -> Result<()> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         self.delete_packs(&tx, packs)?;
         tx.commit().map_err(|e| self.err(e))
@@ -455,7 +554,7 @@ impl LocalIndex {
         old: &[IndexId],
         removed: &[PackId],
     ) -> Result<()> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         for id in old {
             let id = id.as_bytes().as_slice();
@@ -475,7 +574,7 @@ impl LocalIndex {
 
     /// Calls `f` with every blob the index knows.
     pub fn for_each_blob(&self, mut f: impl FnMut(BlobLocation)) -> Result<()> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare("SELECT b.id, b.kind, p.id, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.num = b.pack")
             .map_err(|e| self.err(e))?;
@@ -508,7 +607,7 @@ impl LocalIndex {
         pack: &PackId,
         mut f: impl FnMut(BlobLocation),
     ) -> Result<()> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT b.id, b.kind, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.num = b.pack WHERE p.id = ?1",
@@ -536,7 +635,7 @@ impl LocalIndex {
 
     /// A snapshot's decoded body, cached by id (snapshot files never change).
     pub fn cached_snapshot(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached("SELECT body FROM snapshots WHERE id = ?1")
             .map_err(|e| self.err(e))?;
@@ -546,7 +645,7 @@ impl LocalIndex {
     }
 
     pub fn cache_snapshot(&self, id: &[u8; 32], body: &[u8]) -> Result<()> {
-        self.conn()
+        self.conn()?
             .execute(
                 "INSERT OR REPLACE INTO snapshots VALUES (?1, ?2)",
                 params![id.as_slice(), body],
@@ -610,6 +709,52 @@ mod tests {
     }
 
     #[test]
+    fn threads_look_up_side_by_side_on_a_bounded_pool_of_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = LocalIndex::open(&dir.path().join("index.sqlite"), &[1; 32]).unwrap();
+        index
+            .add_segment(IndexId([9; 32]), &segment(1, &[10, 11, 12]))
+            .unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..(2 * MAX_CONNECTIONS) {
+                let index = &index;
+                scope.spawn(move || {
+                    for i in 0..200u8 {
+                        let id = BlobId([10 + (i + t as u8) % 4; 32]);
+                        let found = index.lookup_many(&[id]).unwrap()[0];
+                        assert_eq!(found.is_some(), id.0[0] != 13);
+                    }
+                });
+            }
+        });
+        let pool = lock(&index.pool);
+        assert!(pool.open <= MAX_CONNECTIONS, "{} open", pool.open);
+        assert_eq!(
+            pool.idle.len(),
+            pool.open,
+            "every connection was given back"
+        );
+    }
+
+    /// Regression: folding in the log set the connection's busy timeout to zero, and the
+    /// connection went back to the pool that way.
+    #[test]
+    fn a_pooled_connection_keeps_its_busy_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = LocalIndex::open(&dir.path().join("index.sqlite"), &[1; 32]).unwrap();
+        index
+            .add_segment(IndexId([9; 32]), &segment(1, &[10]))
+            .unwrap();
+        index.fold_log_if_larger_than(0);
+        let timeout: i64 = index
+            .conn()
+            .unwrap()
+            .pragma_query_value(None, "busy_timeout", |r| r.get(0))
+            .unwrap();
+        assert_eq!(timeout, BUSY_TIMEOUT.as_millis() as i64);
+    }
+
+    #[test]
     fn a_database_for_another_repository_or_a_damaged_file_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.sqlite");
@@ -652,6 +797,7 @@ mod tests {
         let index = LocalIndex::open(&path, &[1; 32]).unwrap();
         let cut_back_to: i64 = index
             .conn()
+            .unwrap()
             .pragma_query_value(None, "journal_size_limit", |r| r.get(0))
             .unwrap();
         assert_eq!(cut_back_to, WAL_FOLD_BYTES as i64);
@@ -671,7 +817,7 @@ mod tests {
         for b in 0..100 {
             index.lookup(&BlobId([b; 32])).unwrap();
         }
-        let conn = index.conn();
+        let conn = index.conn().unwrap();
         let stmt = conn.prepare_cached(COPIES_QUERY).unwrap();
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }

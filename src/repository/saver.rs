@@ -41,6 +41,14 @@ pub struct SaveStats {
     pub index_segments: Vec<IndexId>,
 }
 
+/// Blobs claimed by this session and not yet in the local index.
+#[derive(Default)]
+struct Pending {
+    ids: HashSet<BlobId>,
+    /// Bumped each time claims are released because their blobs reached the local index.
+    releases: u64,
+}
+
 #[derive(Default)]
 struct OpenPack {
     buf: Vec<u8>,
@@ -48,8 +56,7 @@ struct OpenPack {
 }
 
 struct Shared {
-    /// Blobs claimed by this session and not yet in the local index.
-    pending: Mutex<HashSet<BlobId>>,
+    pending: Mutex<Pending>,
     /// Packs written whose index segment is not yet written.
     written: Mutex<Vec<IndexedPack>>,
     error: Mutex<Option<Error>>,
@@ -84,7 +91,7 @@ impl<'r> BlobSaver<'r> {
         let missing = repo.forget_missing_packs()?;
         let packs_were_missing = !missing.is_empty() || !repo.index_problems().is_empty();
         let shared = Arc::new(Shared {
-            pending: Mutex::new(HashSet::new()),
+            pending: Mutex::new(Pending::default()),
             written: Mutex::new(Vec::new()),
             error: Mutex::new(None),
             stats: Mutex::new(SaveStats::default()),
@@ -131,12 +138,24 @@ impl<'r> BlobSaver<'r> {
 
     /// Claims `id` for this session unless it is already stored or claimed.
     fn claim(&self, id: &BlobId) -> Result<bool> {
-        let mut pending = lock(&self.shared.pending);
-        if pending.contains(id) || self.repo.local_index()?.contains(id)? {
+        let releases = {
+            let pending = lock(&self.shared.pending);
+            if pending.ids.contains(id) {
+                return Ok(false);
+            }
+            pending.releases
+        };
+        // The index is asked without holding the claims, so that threads look up side by
+        // side. A blob indexed meanwhile had its claim released: then ask again.
+        let index = self.repo.local_index()?;
+        if index.contains(id)? {
             return Ok(false);
         }
-        pending.insert(*id);
-        Ok(true)
+        let mut pending = lock(&self.shared.pending);
+        if pending.releases != releases && index.contains(id)? {
+            return Ok(false);
+        }
+        Ok(pending.ids.insert(*id))
     }
 
     /// True when some packs (or index segments) the local index knew have vanished: then
@@ -148,7 +167,7 @@ impl<'r> BlobSaver<'r> {
 
     /// Whether the repository (or this session) has the blob.
     pub fn has(&self, id: &BlobId) -> Result<bool> {
-        Ok(lock(&self.shared.pending).contains(id) || self.repo.local_index()?.contains(id)?)
+        Ok(lock(&self.shared.pending).ids.contains(id) || self.repo.local_index()?.contains(id)?)
     }
 
     /// Stores a blob unless the repository already has it. Safe to call from many threads.
@@ -198,7 +217,7 @@ impl<'r> BlobSaver<'r> {
         raw_length: u32,
         sealed: &[u8],
     ) -> Result<()> {
-        if !lock(&self.shared.pending).insert(id) {
+        if !lock(&self.shared.pending).ids.insert(id) {
             return Ok(());
         }
         self.append(kind, id, raw_length, sealed)
@@ -358,9 +377,10 @@ impl RepoHandles {
             let mut pending = lock(&shared.pending);
             for p in &segment.packs {
                 for b in &p.blobs {
-                    pending.remove(&b.id);
+                    pending.ids.remove(&b.id);
                 }
             }
+            pending.releases += 1;
         }
         lock(&shared.stats).index_segments.push(id);
         Ok(())
