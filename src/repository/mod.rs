@@ -90,6 +90,7 @@ pub struct Repository {
     index_synced: std::sync::atomic::AtomicBool,
     lock_wait: Mutex<std::time::Duration>,
     sync_lock: Mutex<()>,
+    index_opening: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -170,6 +171,7 @@ impl Repository {
             index_synced: Default::default(),
             lock_wait: Mutex::new(std::time::Duration::ZERO),
             sync_lock: Mutex::new(()),
+            index_opening: Mutex::new(()),
         }
     }
 
@@ -239,6 +241,11 @@ impl Repository {
     }
 
     fn shared_index_ref(&self) -> Result<&Arc<LocalIndex>> {
+        if let Some(index) = self.index.get() {
+            return Ok(index);
+        }
+        // One thread opens it; others asking meanwhile wait rather than open their own.
+        let _opening = lock(&self.index_opening);
         if let Some(index) = self.index.get() {
             return Ok(index);
         }
