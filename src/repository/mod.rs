@@ -716,6 +716,30 @@ mod tests {
     use crate::format::snapshot::Snapshot;
     use crate::storage::MemoryStorage;
 
+    /// Regression: a million tiny files' chunks went into packs of 160,000 blobs each, whose
+    /// headers took many MiB while they were written (a backup peaked near 256 MiB).
+    #[test]
+    fn a_pack_holds_at_most_max_pack_blobs_blobs() {
+        let storage = Arc::new(MemoryStorage::new());
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
+        let saver = repo.saver().unwrap();
+        let count = saver::MAX_PACK_BLOBS as u32 + 10;
+        for i in 0..count {
+            saver.save(BlobKind::Data, &i.to_le_bytes()).unwrap();
+        }
+        let stats = saver.finish().unwrap();
+        assert_eq!(stats.blobs_added, count as u64);
+        assert_eq!(stats.packs_written, 2, "{stats:?}");
+        let mut largest = 0;
+        for pack in storage.list(FileType::Pack).unwrap() {
+            let id: PackId = pack.name.parse().unwrap();
+            let bytes = repo.read_pack(&id).unwrap();
+            largest = largest.max(repo.decode_pack_header(&id, &bytes).unwrap().len());
+        }
+        assert_eq!(largest, saver::MAX_PACK_BLOBS);
+    }
+
     #[test]
     fn blobs_survive_a_reopen_and_deduplicate() {
         let storage = Arc::new(MemoryStorage::new());

@@ -30,6 +30,12 @@ thread_local! {
 /// backup's progress survives a crash and memory stays bounded.
 const CHECKPOINT_BLOBS: usize = 100_000;
 
+/// A pack is also closed once it holds this many blobs. Its header (49 bytes a blob) then
+/// stays under 1 MiB, the room reserved beyond the pack size, however small the blobs: a
+/// pack of a million tiny files' chunks would otherwise carry a header of many MiB, held
+/// in memory several times over while the pack is written.
+pub(crate) const MAX_PACK_BLOBS: usize = 16_384;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SaveStats {
     pub blobs_added: u64,
@@ -242,7 +248,9 @@ impl<'r> BlobSaver<'r> {
             }
             open.buf.extend_from_slice(sealed);
             open.entries.push(entry);
-            if open.buf.len() >= self.repo.config().pack_size as usize {
+            if open.buf.len() >= self.repo.config().pack_size as usize
+                || open.entries.len() >= MAX_PACK_BLOBS
+            {
                 Some(std::mem::take(&mut *open))
             } else {
                 None
@@ -330,6 +338,7 @@ impl RepoHandles {
             &crypto::associated_data(ObjectKind::PackHeader, None),
             &mut header,
         );
+        pack.buf.reserve_exact(header.len() + pack::TRAILER_LEN);
         pack.buf.extend_from_slice(&header);
         pack.buf
             .extend_from_slice(&pack::encode_trailer(header.len() as u32));
