@@ -88,6 +88,17 @@ impl Context<'_> {
     pub fn save_tree(&self, tree: &Tree) -> Result<BlobId> {
         Ok(self.saver.save(BlobKind::Tree, &tree.encode_body())?.id)
     }
+
+    /// [`save_tree`](Self::save_tree), except that a tree whose id is `stored` (one known
+    /// to be in the repository) is not looked up or stored again.
+    pub fn save_tree_unless(&self, tree: &Tree, stored: Option<BlobId>) -> Result<BlobId> {
+        let body = tree.encode_body();
+        let id = self.repo.blob_id(&body);
+        if Some(id) == stored {
+            return Ok(id);
+        }
+        Ok(self.saver.save_with_id(BlobKind::Tree, id, &body)?.id)
+    }
 }
 
 /// Compiled exclude patterns.

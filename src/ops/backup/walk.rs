@@ -1,6 +1,6 @@
 //! Walking the source: one tree blob per directory, children handled in parallel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
@@ -13,6 +13,8 @@ use rayon::prelude::*;
 use super::{Context, Virtual, file, parent_entry};
 use crate::error::Result;
 use crate::format::tree::{FLAG_SPARSE, Node, NodeKind, Timestamp, Tree};
+use crate::id::BlobId;
+use crate::repository::local_index::BlobLocation;
 
 /// A node with the metadata of `meta`, without content, target or subtree.
 pub(crate) fn node_from_metadata(name: &[u8], meta: &Metadata) -> Node {
@@ -140,7 +142,7 @@ pub(crate) fn virtual_tree(
                             return Ok(None);
                         }
                     };
-                    entry_node(ctx, path, name, &meta, old.cloned())
+                    entry_node(ctx, path, name, &meta, old.cloned(), None)
                 }
                 Virtual::Ancestor(path, children) => {
                     let meta = match std::fs::symlink_metadata(path) {
@@ -152,7 +154,7 @@ pub(crate) fn virtual_tree(
                     };
                     let mut node = node_from_metadata(name, &meta);
                     node.kind = NodeKind::Dir;
-                    let old_tree = load_parent_subtree(ctx, old);
+                    let old_tree = load_parent_subtree(ctx, old, None).map(|(_, tree)| tree);
                     let tree = virtual_tree(ctx, children, old_tree.as_ref())?;
                     node.subtree = Some(ctx.save_tree(&tree)?);
                     Ok(Some(node))
@@ -167,19 +169,56 @@ pub(crate) fn virtual_tree(
     Ok(tree)
 }
 
-fn load_parent_subtree(ctx: &Context<'_>, old: Option<&Node>) -> Option<Tree> {
+/// The parent snapshot's tree for a directory, with its id. `located` is where the index
+/// placed it, when the caller already asked.
+fn load_parent_subtree(
+    ctx: &Context<'_>,
+    old: Option<&Node>,
+    located: Option<BlobLocation>,
+) -> Option<(BlobId, Tree)> {
     let id = old.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
     // An unreadable parent tree only costs speed: everything below is read afresh.
-    ctx.repo.load_tree(&id).ok()
+    let tree = match located.filter(|loc| loc.id == id) {
+        Some(loc) => ctx.repo.load_tree_at(&loc),
+        None => ctx.repo.load_tree(&id),
+    };
+    Some((id, tree.ok()?))
+}
+
+/// Where the index stores the trees of the parent's directories among `nodes`, asked in
+/// one go: one read transaction for a whole directory rather than one per subdirectory.
+fn locate_subtrees<'n>(
+    ctx: &Context<'_>,
+    nodes: impl Iterator<Item = &'n Node>,
+) -> HashMap<BlobId, BlobLocation> {
+    let ids: Vec<BlobId> = nodes
+        .filter(|n| n.kind == NodeKind::Dir)
+        .filter_map(|n| n.subtree)
+        .collect();
+    if ids.is_empty() {
+        return HashMap::new();
+    }
+    // Not found here only means each is looked up again, alone, when it is loaded.
+    let Ok(found) = ctx.repo.index().and_then(|index| index.lookup_many(&ids)) else {
+        return HashMap::new();
+    };
+    found
+        .into_iter()
+        .flatten()
+        .map(|loc| (loc.id, loc))
+        .collect()
 }
 
 /// The node for one source entry of any kind; `None` when it could not be recorded.
+/// `old` is the parent snapshot's entry of the same name and `old_subtree` where its tree
+/// is stored, if known.
 fn entry_node(
     ctx: &Context<'_>,
     path: &Path,
     name: &[u8],
     meta: &Metadata,
     old: Option<Node>,
+    old_subtree: Option<BlobLocation>,
 ) -> Result<Option<Node>> {
     let mut node = node_from_metadata(name, meta);
     match node.kind {
@@ -217,7 +256,7 @@ fn entry_node(
         NodeKind::Dir => {
             ctx.dirs.fetch_add(1, Ordering::Relaxed);
             node.xattrs = xattrs_of(ctx, path, &node, old.as_ref());
-            let old_tree = load_parent_subtree(ctx, old.as_ref());
+            let (old_id, old_tree) = load_parent_subtree(ctx, old.as_ref(), old_subtree).unzip();
             let tree = match dir_tree(ctx, path, meta.dev(), old_tree) {
                 Ok(tree) => tree,
                 Err(e @ crate::Error::Io { .. }) => {
@@ -226,7 +265,9 @@ fn entry_node(
                 }
                 Err(e) => return Err(e),
             };
-            node.subtree = Some(ctx.save_tree(&tree)?);
+            // A tree that came out as the parent's, just read from the repository, is
+            // known to be stored: no need to ask the index again.
+            node.subtree = Some(ctx.save_tree_unless(&tree, old_id)?);
         }
         NodeKind::Symlink => {
             if !ctx.force_read
@@ -263,40 +304,43 @@ fn io_message(e: &crate::Error) -> String {
 
 /// The tree of a real directory, its entries handled in parallel.
 fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<Tree>) -> Result<Tree> {
-    // Metadata comes from the directory handle (fstatat on the entry's name), which spares
-    // the kernel a walk of the whole path for every file.
-    let mut entries: Vec<(std::ffi::OsString, std::io::Result<Metadata>)> = Vec::new();
+    let mut entries: Vec<(std::ffi::OsString, std::fs::DirEntry)> = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| crate::Error::io(dir, e))? {
         match entry {
-            Ok(entry) => entries.push((entry.file_name(), entry.metadata())),
+            Ok(entry) => entries.push((entry.file_name(), entry)),
             Err(e) => ctx.problem(dir, e),
         }
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let old_nodes = old.map(|t| t.nodes).unwrap_or_default();
+    let subtrees = locate_subtrees(ctx, old_nodes.iter());
     // Pair each entry with its parent-snapshot node, moved out of the parent tree rather
     // than cloned: both lists are sorted by name bytes, so one merge pass does it.
-    let mut old_nodes = old
-        .map(|t| t.nodes)
-        .unwrap_or_default()
-        .into_iter()
-        .peekable();
+    let mut old_nodes = old_nodes.into_iter().peekable();
     let paired: Vec<_> = entries
         .into_iter()
-        .map(|(name, meta)| {
+        .map(|(name, entry)| {
             let bytes = OsStr::as_bytes(&name);
             while old_nodes.next_if(|n| n.name.as_slice() < bytes).is_some() {}
             let old = old_nodes.next_if(|n| n.name.as_slice() == bytes);
-            (name, meta, old)
+            let located = old
+                .as_ref()
+                .and_then(|n| n.subtree)
+                .and_then(|id| subtrees.get(&id).copied());
+            (name, entry, old, located)
         })
         .collect();
     let nodes: Vec<Option<Node>> = paired
         .into_par_iter()
-        .map(|(name, meta, old_node)| {
+        .map(|(name, entry, old_node, old_subtree)| {
             let path = dir.join(&name);
             if ctx.excludes.is_excluded(&path) {
                 return Ok(None);
             }
-            let meta = match meta {
+            // Metadata comes from the directory handle (fstatat on the entry's name), which
+            // spares the kernel a walk of the whole path, and on all threads: in a large
+            // directory it is most of the work.
+            let meta = match entry.metadata() {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     ctx.problem(&path, "vanished during the backup");
@@ -314,7 +358,7 @@ fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<Tree>) -> Re
                 node.subtree = Some(ctx.save_tree(&Tree::default())?);
                 return Ok(Some(node));
             }
-            entry_node(ctx, &path, name, &meta, old_node)
+            entry_node(ctx, &path, name, &meta, old_node, old_subtree)
         })
         .collect::<Result<_>>()?;
     Ok(Tree {
