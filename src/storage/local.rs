@@ -1,21 +1,55 @@
 //! Storage in a local directory, with the durable-write discipline: temp file, fsync,
 //! rename, fsync the directory.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::{FileInfo, FileType, Storage, is_valid_name};
 use crate::error::{Error, IoContext, Result};
 
 pub struct LocalStorage {
     root: PathBuf,
+    /// Packs recently read from, kept open: a backup or restore reads many small ranges
+    /// (one per tree) from few packs, and opening the file for each cost a path walk and
+    /// two system calls. Packs never change once written, so an open handle reads what a
+    /// fresh one would; a removed pack is dropped from here.
+    open_packs: Mutex<VecDeque<(String, Arc<File>)>>,
 }
+
+/// How many pack files [`LocalStorage`] keeps open for reading.
+const OPEN_PACKS: usize = 16;
 
 impl LocalStorage {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalStorage { root: root.into() }
+        LocalStorage {
+            root: root.into(),
+            open_packs: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn open_packs(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Arc<File>)>> {
+        self.open_packs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The file to read a range of `name` from: a pack kept open, or a newly opened file.
+    fn open_for_range(&self, ty: FileType, name: &str, path: &Path) -> Result<Arc<File>> {
+        if ty != FileType::Pack {
+            return Ok(Arc::new(File::open(path).at(path)?));
+        }
+        if let Some((_, file)) = self.open_packs().iter().find(|(n, _)| n == name) {
+            return Ok(Arc::clone(file));
+        }
+        let file = Arc::new(File::open(path).at(path)?);
+        let mut open = self.open_packs();
+        if open.len() >= OPEN_PACKS {
+            open.pop_front();
+        }
+        open.push_back((name.to_owned(), Arc::clone(&file)));
+        Ok(file)
     }
 
     pub fn root(&self) -> &Path {
@@ -122,7 +156,7 @@ impl Storage for LocalStorage {
 
     fn read_range(&self, ty: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let path = self.path(ty, name)?;
-        let file = File::open(&path).at(&path)?;
+        let file = self.open_for_range(ty, name, &path)?;
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -167,6 +201,9 @@ impl Storage for LocalStorage {
 
     fn remove(&self, ty: FileType, name: &str) -> Result<()> {
         let path = self.path(ty, name)?;
+        if ty == FileType::Pack {
+            self.open_packs().retain(|(n, _)| n != name);
+        }
         fs::remove_file(&path).at(&path)?;
         if let Some(dir) = path.parent().filter(|_| durable(ty)) {
             sync_dir(dir)?;
@@ -188,6 +225,23 @@ mod tests {
     fn local_storage_meets_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         super::super::contract::check(&LocalStorage::new(dir.path().join("repo")));
+    }
+
+    #[test]
+    fn a_removed_pack_is_not_read_through_a_handle_kept_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        storage.create().unwrap();
+        let name = "ab".repeat(32);
+        storage.write(FileType::Pack, &name, b"0123456789").unwrap();
+        assert_eq!(
+            storage.read_range(FileType::Pack, &name, 2, 3).unwrap(),
+            b"234"
+        );
+        assert_eq!(storage.open_packs().len(), 1);
+        storage.remove(FileType::Pack, &name).unwrap();
+        assert!(storage.open_packs().is_empty());
+        assert!(storage.read_range(FileType::Pack, &name, 2, 3).is_err());
     }
 
     #[test]
