@@ -682,6 +682,16 @@ mod tests {
         }
     }
 
+    /// A new index in a temporary folder (keep it alive) holding one segment with `blobs`.
+    fn index_holding(blobs: &[u8]) -> (tempfile::TempDir, LocalIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = LocalIndex::open(&dir.path().join("index.sqlite"), &[1; 32]).unwrap();
+        index
+            .add_segment(IndexId([9; 32]), &segment(1, blobs))
+            .unwrap();
+        (dir, index)
+    }
+
     #[test]
     fn segments_load_and_dropped_packs_are_forgotten() {
         let dir = tempfile::tempdir().unwrap();
@@ -710,11 +720,7 @@ mod tests {
 
     #[test]
     fn threads_look_up_side_by_side_on_a_bounded_pool_of_connections() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = LocalIndex::open(&dir.path().join("index.sqlite"), &[1; 32]).unwrap();
-        index
-            .add_segment(IndexId([9; 32]), &segment(1, &[10, 11, 12]))
-            .unwrap();
+        let (_dir, index) = index_holding(&[10, 11, 12]);
         std::thread::scope(|scope| {
             for t in 0..(2 * MAX_CONNECTIONS) {
                 let index = &index;
@@ -740,11 +746,7 @@ mod tests {
     /// connection went back to the pool that way.
     #[test]
     fn a_pooled_connection_keeps_its_busy_timeout() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = LocalIndex::open(&dir.path().join("index.sqlite"), &[1; 32]).unwrap();
-        index
-            .add_segment(IndexId([9; 32]), &segment(1, &[10]))
-            .unwrap();
+        let (_dir, index) = index_holding(&[10]);
         index.fold_log_if_larger_than(0);
         let timeout: i64 = index
             .conn()
@@ -809,11 +811,7 @@ mod tests {
     /// of a backup in which nothing had changed.
     #[test]
     fn lookups_do_not_plan_their_query_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = LocalIndex::open(&dir.path().join("index.sqlite"), &[1; 32]).unwrap();
-        index
-            .add_segment(IndexId([9; 32]), &segment(1, &[10, 11, 12]))
-            .unwrap();
+        let (_dir, index) = index_holding(&[10, 11, 12]);
         for b in 0..100 {
             index.lookup(&BlobId([b; 32])).unwrap();
         }

@@ -720,9 +720,7 @@ mod tests {
     /// headers took many MiB while they were written (a backup peaked near 256 MiB).
     #[test]
     fn a_pack_holds_at_most_max_pack_blobs_blobs() {
-        let storage = Arc::new(MemoryStorage::new());
-        let cache = tempfile::tempdir().unwrap();
-        let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
+        let (repo, storage, _cache) = super::testing::test_repo();
         let saver = repo.saver().unwrap();
         let count = saver::MAX_PACK_BLOBS as u32 + 10;
         for i in 0..count {

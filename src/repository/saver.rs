@@ -173,7 +173,8 @@ impl<'r> BlobSaver<'r> {
 
     /// Whether the repository (or this session) has the blob.
     pub fn has(&self, id: &BlobId) -> Result<bool> {
-        Ok(lock(&self.shared.pending).ids.contains(id) || self.repo.local_index()?.contains(id)?)
+        let claimed = lock(&self.shared.pending).ids.contains(id);
+        Ok(claimed || self.repo.local_index()?.contains(id)?)
     }
 
     /// Stores a blob unless the repository already has it. Safe to call from many threads.
