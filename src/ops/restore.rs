@@ -4,12 +4,15 @@
 //! blobs are needed from which pack and where each one goes. Packs are then read in
 //! parallel, each once, in coalesced ranges; blobs are decrypted and written to their files
 //! at their offsets, out of order. A file is written under a temporary name and renamed to
-//! its final name only once complete; metadata is set last, directories deepest first.
+//! its final name only once complete, except a file of one chunk in a directory this
+//! restore created itself: nothing of the user's can be there, so it is created under its
+//! final name and written with one call (the rename cost as much as the creation). Metadata
+//! is set last, directories deepest first.
 //!
 //! Entry names were checked when their trees were decoded (no `..`, `/`, NUL…), and no
 //! existing symlink inside the target is ever followed, so nothing is written outside it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
@@ -56,6 +59,9 @@ const MAX_READ: u64 = 32 << 20;
 struct FileJob {
     final_path: PathBuf,
     temp_path: PathBuf,
+    /// Created under its final name, without a temporary one: set in [`execute`] for a
+    /// file of one chunk whose directory the restore created.
+    direct: bool,
     node: Node,
     remaining: AtomicU64,
     failed: AtomicBool,
@@ -326,6 +332,7 @@ pub fn plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resul
                 plan.files.push(FileJob {
                     final_path: rel.clone(),
                     temp_path: temp_name(&rel, n),
+                    direct: false,
                     remaining: AtomicU64::new(node.size),
                     failed: AtomicBool::new(failed),
                     node,
@@ -337,10 +344,11 @@ pub fn plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resul
     Ok(plan)
 }
 
-/// Refuses to use `path` as a directory if it is a symlink (or not a directory).
-fn ensure_dir(path: &Path) -> Result<()> {
+/// Refuses to use `path` as a directory if it is a symlink (or not a directory); returns
+/// whether it was created here.
+fn ensure_dir(path: &Path) -> Result<bool> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() => Ok(false),
         Ok(m) if m.file_type().is_symlink() => Err(Error::invalid(format!(
             "{} is a symlink; refusing to restore through it",
             path.display()
@@ -349,7 +357,10 @@ fn ensure_dir(path: &Path) -> Result<()> {
             "{} exists and is not a directory",
             path.display()
         ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(path).at(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir(path).at(path)?;
+            Ok(true)
+        }
         Err(e) => Err(Error::io(path, e)),
     }
 }
@@ -374,7 +385,7 @@ fn execute(
 ) -> Result<RestoreReport> {
     let RestorePlan {
         items,
-        files,
+        mut files,
         packs,
         problems,
     } = plan;
@@ -391,11 +402,21 @@ fn execute(
     let mut report = RestoreReport::default();
 
     // Directories first (parents come before children), then empty temp files.
+    let mut created_dirs: HashSet<&Path> = HashSet::new();
     for item in &items {
         if let Item::Dir(rel, _) = item {
-            ensure_dir(&path_of(target, rel))?;
+            if ensure_dir(&path_of(target, rel))? {
+                created_dirs.insert(rel);
+            }
             report.dirs += 1;
         }
+    }
+    for job in &mut files {
+        job.direct = job.node.content.len() == 1
+            && job
+                .final_path
+                .parent()
+                .is_some_and(|dir| created_dirs.contains(dir));
     }
     let finished = AtomicUsize::new(0);
     let finish_file = |job: &FileJob| {
@@ -421,13 +442,7 @@ fn execute(
         if job.failed.load(Ordering::Relaxed) || job.node.content.len() == 1 {
             return Ok(());
         }
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&temp)
-            .at(&temp)?;
+        let file = create_new(&temp).at(&temp)?;
         if job.node.size > 0 {
             file.set_len(job.node.size).at(&temp)?;
         } else {
@@ -588,36 +603,32 @@ fn coalesce(blobs: &[PlannedBlob]) -> Vec<std::ops::Range<usize>> {
 /// Creates, writes and finishes a file of one chunk through a single descriptor: the
 /// common case of small files, where every system call saved counts.
 fn write_whole_file(target: &Path, job: &FileJob, data: &[u8]) -> Result<()> {
-    let temp = target.join(&job.temp_path);
     let final_path = target.join(&job.final_path);
-    let open = || {
-        File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&temp)
-    };
-    let file = match open() {
+    if job.direct {
+        match create_new(&final_path) {
+            Ok(file) => {
+                let result = fill_whole_file(file, &final_path, job, data);
+                if result.is_err() {
+                    let _ = fs::remove_file(&final_path);
+                }
+                return result;
+            }
+            // Something appeared since the directory was made: take the careful way.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(&final_path, e)),
+        }
+    }
+    let temp = target.join(&job.temp_path);
+    let file = match create_new(&temp) {
         // Left by an interrupted restore: it is ours to replace.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             clear_non_dir(&temp)?;
-            open()
+            create_new(&temp)
         }
         other => other,
     };
     let result = file.at(&temp).and_then(|file| {
-        if job.node.is_sparse() {
-            file.set_len(job.node.size).at(&temp)?;
-            for (start, end) in non_zero_runs(data, 0) {
-                file.write_all_at(&data[start..end], start as u64)
-                    .at(&temp)?;
-            }
-        } else {
-            file.write_all_at(data, 0).at(&temp)?;
-        }
-        apply_file_metadata(&file, &temp, &job.node)?;
-        drop(file);
+        fill_whole_file(file, &temp, job, data)?;
         // rename replaces a file or symlink in the way atomically, never following it.
         fs::rename(&temp, &final_path).at(&final_path)
     });
@@ -625,6 +636,30 @@ fn write_whole_file(target: &Path, job: &FileJob, data: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Creates `path`, which must not exist, for writing; never follows a symlink.
+fn create_new(path: &Path) -> std::io::Result<File> {
+    File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Writes the whole content of a new file of one chunk and sets its metadata.
+fn fill_whole_file(file: File, path: &Path, job: &FileJob, data: &[u8]) -> Result<()> {
+    if job.node.is_sparse() {
+        file.set_len(job.node.size).at(path)?;
+        for (start, end) in non_zero_runs(data, 0) {
+            file.write_all_at(&data[start..end], start as u64)
+                .at(path)?;
+        }
+    } else {
+        file.write_all_at(data, 0).at(path)?;
+    }
+    apply_file_metadata(&file, path, &job.node)
 }
 
 /// As [`apply_metadata`], through an open regular file.
