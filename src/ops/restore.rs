@@ -880,6 +880,57 @@ mod tests {
         assert_eq!(summary.problems[0].path, "/gone");
     }
 
+    fn one_chunk_job(name: &str, data: &[u8], direct: bool) -> FileJob {
+        let final_path = PathBuf::from(name);
+        FileJob {
+            temp_path: temp_name(&final_path, 0),
+            final_path,
+            direct,
+            node: Node {
+                name: name.into(),
+                kind: NodeKind::File,
+                size: data.len() as u64,
+                mode: 0o640,
+                content: vec![BlobId([1; 32])],
+                ..Node::default()
+            },
+            remaining: AtomicU64::new(data.len() as u64),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn a_direct_file_is_written_in_place_and_one_in_the_way_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path();
+        write_whole_file(target, &one_chunk_job("new", b"fresh", true), b"fresh").unwrap();
+        assert_eq!(fs::read(target.join("new")).unwrap(), b"fresh");
+        let mode = fs::metadata(target.join("new"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o640);
+
+        // Something in the way of a direct write (another process, a hard link to a file
+        // outside) is replaced by rename, not written through.
+        fs::write(target.join("outside"), b"keep me").unwrap();
+        fs::hard_link(target.join("outside"), target.join("taken")).unwrap();
+        write_whole_file(
+            target,
+            &one_chunk_job("taken", b"restored", true),
+            b"restored",
+        )
+        .unwrap();
+        assert_eq!(fs::read(target.join("taken")).unwrap(), b"restored");
+        assert_eq!(fs::read(target.join("outside")).unwrap(), b"keep me");
+        let mut names: Vec<_> = fs::read_dir(target)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["new", "outside", "taken"]);
+    }
+
     #[test]
     fn zero_blocks_become_holes_and_runs_merge() {
         let mut data = vec![0u8; 5 * HOLE_BLOCK];
