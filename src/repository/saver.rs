@@ -102,9 +102,11 @@ impl<'r> BlobSaver<'r> {
             error: Mutex::new(None),
             stats: Mutex::new(SaveStats::default()),
         });
-        // A full pack is handed straight to the writer (no queue): at most one pack is
-        // being written while the next fills, so memory stays bounded on a slow disk.
-        let (sender, receiver) = sync_channel::<OpenPack>(0);
+        // Full packs queue for the writer one deep: while one is written and fsynced, the
+        // next full one waits without stopping the threads that fill the open packs (an
+        // fsync can wait long behind other writes to the disk). Memory stays bounded on a
+        // slow disk: one pack writing, one queued, the open ones filling.
+        let (sender, receiver) = sync_channel::<OpenPack>(1);
         let writer = {
             let shared = Arc::clone(&shared);
             let storage = RepoHandles::new(repo)?;
