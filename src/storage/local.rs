@@ -40,11 +40,13 @@ impl LocalStorage {
         if ty != FileType::Pack {
             return Ok(Arc::new(File::open(path).at(path)?));
         }
-        if let Some((_, file)) = self.open_packs().iter().find(|(n, _)| n == name) {
+        // Looked up and opened under one lock, so a pack is kept open once, and never
+        // reopened between its removal from here and from the disk (see `remove`).
+        let mut open = self.open_packs();
+        if let Some((_, file)) = open.iter().find(|(n, _)| n == name) {
             return Ok(Arc::clone(file));
         }
         let file = Arc::new(File::open(path).at(path)?);
-        let mut open = self.open_packs();
         if open.len() >= OPEN_PACKS {
             open.pop_front();
         }
@@ -201,10 +203,14 @@ impl Storage for LocalStorage {
 
     fn remove(&self, ty: FileType, name: &str) -> Result<()> {
         let path = self.path(ty, name)?;
-        if ty == FileType::Pack {
-            self.open_packs().retain(|(n, _)| n != name);
-        }
+        // A pack's kept handle is dropped, and the file removed, under the lock.
+        let open_packs = (ty == FileType::Pack).then(|| {
+            let mut open = self.open_packs();
+            open.retain(|(n, _)| n != name);
+            open
+        });
         fs::remove_file(&path).at(&path)?;
+        drop(open_packs);
         if let Some(dir) = path.parent().filter(|_| durable(ty)) {
             sync_dir(dir)?;
         }
