@@ -5,6 +5,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::BlobId;
@@ -13,6 +15,10 @@ use crate::repository::Repository;
 /// Trees read and decoded at once, in parallel, by the walks over whole snapshots (prune's
 /// and verify's): enough to keep every core busy, few enough to bound memory.
 const TREES_AT_ONCE: usize = 256;
+
+/// Subdirectories of one directory whose trees a walk in order loads at once, in
+/// parallel. Memory: this many trees for each level of the path being walked.
+const SUBTREES_AT_ONCE: usize = 16;
 
 /// Takes the next batch of trees to load off the end of `pending`: at most
 /// [`TREES_AT_ONCE`], without those already in `seen`, which the rest are added to.
@@ -113,20 +119,50 @@ fn walk_tree(
     visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
     on_damage: &mut dyn FnMut(&Path, Error) -> Result<()>,
 ) -> Result<()> {
-    for node in &tree.nodes {
-        let path = prefix.join(OsStr::from_bytes(&node.name));
-        let descend = visit(&path, node)?;
-        if descend
-            && node.kind == NodeKind::Dir
-            && let Some(sub) = &node.subtree
-        {
-            match repo.load_tree(sub) {
-                Ok(subtree) => walk_tree(repo, &subtree, &path, visit, on_damage)?,
-                Err(e) => on_damage(&path, e)?,
+    let mut rest = tree.nodes.as_slice();
+    while !rest.is_empty() {
+        // The next few subdirectories' trees are read and decoded side by side; the walk
+        // then visits their entries in order, one directory after another.
+        let batch = batch_with_subtrees(rest, SUBTREES_AT_ONCE);
+        let (nodes, after) = rest.split_at(batch);
+        rest = after;
+        let mut subtrees: Vec<Option<Result<Tree>>> = nodes
+            .par_iter()
+            .map(|node| subtree_of(node).map(|id| repo.load_tree(id)))
+            .collect();
+        for (node, subtree) in nodes.iter().zip(subtrees.iter_mut()) {
+            let path = prefix.join(OsStr::from_bytes(&node.name));
+            if !visit(&path, node)? {
+                continue;
+            }
+            match subtree.take() {
+                Some(Ok(subtree)) => walk_tree(repo, &subtree, &path, visit, on_damage)?,
+                Some(Err(e)) => on_damage(&path, e)?,
+                None => {}
             }
         }
     }
     Ok(())
+}
+
+/// The tree of a directory entry.
+fn subtree_of(node: &Node) -> Option<&BlobId> {
+    node.subtree.as_ref().filter(|_| node.kind == NodeKind::Dir)
+}
+
+/// How many of `nodes`, from the first, hold at most `dirs` directories with a tree: the
+/// entries whose subtrees are loaded together.
+fn batch_with_subtrees(nodes: &[Node], dirs: usize) -> usize {
+    let mut seen = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        if subtree_of(node).is_some() {
+            if seen == dirs {
+                return i;
+            }
+            seen += 1;
+        }
+    }
+    nodes.len()
 }
 
 /// `ls -l` style permission string of a mode.
@@ -158,6 +194,33 @@ pub fn display_path(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_ends_before_the_directory_past_its_limit() {
+        let node = |name: &str, dir: bool| Node {
+            name: name.into(),
+            kind: if dir { NodeKind::Dir } else { NodeKind::File },
+            subtree: dir.then_some(BlobId([7; 32])),
+            ..Node::default()
+        };
+        let nodes = vec![
+            node("a", true),
+            node("b", false),
+            node("c", true),
+            node("d", false),
+            node("e", true),
+            node("f", false),
+        ];
+        assert_eq!(batch_with_subtrees(&nodes, 1), 2);
+        assert_eq!(batch_with_subtrees(&nodes, 2), 4);
+        assert_eq!(batch_with_subtrees(&nodes, 3), 6);
+        assert_eq!(batch_with_subtrees(&nodes[1..], 1), 3);
+        assert_eq!(batch_with_subtrees(&nodes[5..], 1), 1);
+        // A directory without a tree loads nothing and does not count.
+        let mut bare = node("g", true);
+        bare.subtree = None;
+        assert_eq!(batch_with_subtrees(&[bare, node("h", true)], 1), 2);
+    }
 
     #[test]
     fn tree_batches_are_bounded_and_skip_trees_already_seen() {

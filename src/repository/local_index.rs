@@ -8,6 +8,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
+use rayon::prelude::*;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{Error, Result};
@@ -47,6 +48,10 @@ pub struct BlobLocation {
 /// or transaction, so lookups from several threads run side by side; each connection
 /// has its own page cache (`cache_size`), which this bounds.
 const MAX_CONNECTIONS: usize = 4;
+
+/// Lookups per read transaction in [`LocalIndex::lookup_many`]: a restore's tens of
+/// thousands of blobs are looked up on every core, a directory's few in one go.
+const LOOKUPS_PER_TRANSACTION: usize = 4096;
 
 /// How long a statement waits for another process's write to the database to end.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -444,7 +449,16 @@ impl LocalIndex {
 
     /// [`lookup`](Self::lookup) for many blobs, in one read transaction: SQLite otherwise
     /// takes and drops its file locks around every single statement.
+    /// A long list is split into parts of [`LOOKUPS_PER_TRANSACTION`] looked up side by
+    /// side, each through its own connection.
     pub fn lookup_many(&self, ids: &[BlobId]) -> Result<Vec<Option<BlobLocation>>> {
+        if ids.len() > LOOKUPS_PER_TRANSACTION {
+            let parts = ids
+                .par_chunks(LOOKUPS_PER_TRANSACTION)
+                .map(|part| self.lookup_many(part))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(parts.into_iter().flatten().collect());
+        }
         let conn = self.conn()?;
         conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
         let result = ids
