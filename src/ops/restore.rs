@@ -6,8 +6,10 @@
 //! at their offsets, out of order. A file is written under a temporary name and renamed to
 //! its final name only once complete, except a file of one chunk in a directory this
 //! restore created itself: nothing of the user's can be there, so it is created under its
-//! final name and written with one call (the rename cost as much as the creation). Metadata
-//! is set last, directories deepest first.
+//! final name and written with one call (the rename cost as much as the creation).
+//! Directories are made one level of depth at a time, each level's side by side; symlinks
+//! and other special files are made while contents are written; hard links follow the
+//! contents. Metadata is set last, directories deepest level first.
 //!
 //! Entry names were checked when their trees were decoded (no `..`, `/`, NUL…), and no
 //! existing symlink inside the target is ever followed, so nothing is written outside it.
@@ -357,10 +359,17 @@ fn ensure_dir(path: &Path) -> Result<bool> {
             "{} exists and is not a directory",
             path.display()
         ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir(path).at(path)?;
-            Ok(true)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::create_dir(path) {
+            Ok(()) => Ok(true),
+            // Made meanwhile (a snapshot naming a directory twice): a directory will do.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                match fs::symlink_metadata(path) {
+                    Ok(m) if m.is_dir() => Ok(false),
+                    _ => Err(Error::io(path, e)),
+                }
+            }
+            Err(e) => Err(Error::io(path, e)),
+        },
         Err(e) => Err(Error::io(path, e)),
     }
 }
@@ -375,6 +384,22 @@ fn clear_non_dir(path: &Path) -> Result<()> {
         Ok(_) => fs::remove_file(path).at(path),
         Err(_) => Ok(()),
     }
+}
+
+/// The directories to restore, grouped by depth below the target: every directory's
+/// parent is in the group before its own.
+fn dirs_by_depth(items: &[Item]) -> Vec<Vec<(&Path, &Node)>> {
+    let mut levels: Vec<Vec<(&Path, &Node)>> = Vec::new();
+    for item in items {
+        if let Item::Dir(rel, node) = item {
+            let depth = rel.components().count();
+            if levels.len() <= depth {
+                levels.resize_with(depth + 1, Vec::new);
+            }
+            levels[depth].push((rel, node));
+        }
+    }
+    levels
 }
 
 fn execute(
@@ -401,11 +426,17 @@ fn execute(
     };
     let mut report = RestoreReport::default();
 
-    // Directories first (parents come before children), then empty temp files.
+    // Directories first, one level of depth at a time (parents before children), each
+    // level's side by side; then empty temp files.
+    let levels = dirs_by_depth(&items);
     let mut created_dirs: HashSet<&Path> = HashSet::new();
-    for item in &items {
-        if let Item::Dir(rel, _) = item {
-            if ensure_dir(&path_of(target, rel))? {
+    for level in &levels {
+        let created: Vec<(&Path, bool)> = level
+            .par_iter()
+            .map(|(rel, _)| Ok((*rel, ensure_dir(&path_of(target, rel))?)))
+            .collect::<Result<_>>()?;
+        for (rel, created) in created {
+            if created {
                 created_dirs.insert(rel);
             }
             report.dirs += 1;
@@ -452,78 +483,98 @@ fn execute(
         Ok(())
     })?;
 
-    // Contents: every pack once, several at a time.
+    // Contents: every pack once, several at a time, the blobs of each read side by side.
+    // Symlinks, fifos and devices are created meanwhile.
     let mut pack_list: Vec<(PackId, Vec<PlannedBlob>)> = packs.into_iter().collect();
     pack_list.sort_by_key(|(id, _)| *id);
     let bytes = AtomicU64::new(0);
-    pack_list.par_iter_mut().for_each(|(pack, blobs)| {
-        blobs.sort_by_key(|b| b.loc.offset);
-        for range in coalesce(blobs) {
-            let first = &blobs[range.start];
-            let last = &blobs[range.end - 1];
-            let start = first.loc.offset;
-            let end = last.loc.offset + last.loc.length as u64;
-            let data = match repo.read_pack_range(pack, start, (end - start) as usize) {
-                Ok(d) => d,
-                Err(e) => {
-                    for b in &blobs[range] {
-                        fail_uses(&files, b, target, &e, &problem);
-                    }
-                    continue;
-                }
-            };
-            for b in &blobs[range] {
-                let at = (b.loc.offset - start) as usize;
-                let plaintext = match repo.open_blob(&b.loc, &data[at..at + b.loc.length as usize])
-                {
-                    Ok(p) => p,
+    let write_contents = || {
+        pack_list.par_iter_mut().for_each(|(pack, blobs)| {
+            blobs.sort_by_key(|b| b.loc.offset);
+            for range in coalesce(blobs) {
+                let first = &blobs[range.start];
+                let last = &blobs[range.end - 1];
+                let start = first.loc.offset;
+                let end = last.loc.offset + last.loc.length as u64;
+                let data = match repo.read_pack_range(pack, start, (end - start) as usize) {
+                    Ok(d) => d,
                     Err(e) => {
-                        fail_uses(&files, b, target, &e, &problem);
-                        continue;
-                    }
-                };
-                for u in &b.uses {
-                    let job = &files[u.file];
-                    if job.failed.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    if job.node.content.len() == 1 {
-                        match write_whole_file(target, job, &plaintext) {
-                            Ok(()) => {
-                                finished.fetch_add(1, Ordering::Relaxed);
-                                bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-                                progress.advance(0, plaintext.len() as u64);
-                            }
-                            Err(e) => {
-                                job.failed.store(true, Ordering::Relaxed);
-                                problem(&target.join(&job.final_path), e.to_string());
-                            }
+                        for b in &blobs[range] {
+                            fail_uses(&files, b, target, &e, &problem);
                         }
                         continue;
                     }
-                    if let Err(e) = write_at(
-                        &target.join(&job.temp_path),
-                        &plaintext,
-                        u.offset,
-                        job.node.is_sparse(),
-                    ) {
-                        job.failed.store(true, Ordering::Relaxed);
-                        problem(&target.join(&job.final_path), e.to_string());
-                        continue;
+                };
+                blobs[range].par_iter().for_each(|b| {
+                    let at = (b.loc.offset - start) as usize;
+                    let plaintext =
+                        match repo.open_blob(&b.loc, &data[at..at + b.loc.length as usize]) {
+                            Ok(p) => p,
+                            Err(e) => {
+                                fail_uses(&files, b, target, &e, &problem);
+                                return;
+                            }
+                        };
+                    for u in &b.uses {
+                        let job = &files[u.file];
+                        if job.failed.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        if job.node.content.len() == 1 {
+                            match write_whole_file(target, job, &plaintext) {
+                                Ok(()) => {
+                                    finished.fetch_add(1, Ordering::Relaxed);
+                                    bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+                                    progress.advance(0, plaintext.len() as u64);
+                                }
+                                Err(e) => {
+                                    job.failed.store(true, Ordering::Relaxed);
+                                    problem(&target.join(&job.final_path), e.to_string());
+                                }
+                            }
+                            continue;
+                        }
+                        if let Err(e) = write_at(
+                            &target.join(&job.temp_path),
+                            &plaintext,
+                            u.offset,
+                            job.node.is_sparse(),
+                        ) {
+                            job.failed.store(true, Ordering::Relaxed);
+                            problem(&target.join(&job.final_path), e.to_string());
+                            continue;
+                        }
+                        bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+                        progress.advance(0, plaintext.len() as u64);
+                        let left = job
+                            .remaining
+                            .fetch_sub(plaintext.len() as u64, Ordering::AcqRel)
+                            - plaintext.len() as u64;
+                        if left == 0 {
+                            finish_file(job);
+                        }
                     }
-                    bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-                    progress.advance(0, plaintext.len() as u64);
-                    let left = job
-                        .remaining
-                        .fetch_sub(plaintext.len() as u64, Ordering::AcqRel)
-                        - plaintext.len() as u64;
-                    if left == 0 {
-                        finish_file(job);
+                });
+            }
+        })
+    };
+    let others = AtomicU64::new(0);
+    let create_specials = || {
+        items.par_iter().for_each(|item| {
+            if let Item::Special(rel, node) = item {
+                let path = path_of(target, rel);
+                match create_special(&path, node).and_then(|()| apply_metadata(&path, node, false))
+                {
+                    Ok(()) => {
+                        others.fetch_add(1, Ordering::Relaxed);
                     }
+                    Err(e) => problem(&path, e.to_string()),
                 }
             }
-        }
-    });
+        })
+    };
+    rayon::join(write_contents, create_specials);
+    report.other = others.into_inner();
     for job in &files {
         if job.failed.load(Ordering::Relaxed) {
             let _ = fs::remove_file(target.join(&job.temp_path));
@@ -532,35 +583,29 @@ fn execute(
     report.files = finished.load(Ordering::Relaxed) as u64;
     report.bytes = bytes.load(Ordering::Relaxed);
 
-    // Links, fifos and devices, then hard links to files now in place.
-    for item in &items {
-        match item {
-            Item::Special(rel, node) => {
-                let path = path_of(target, rel);
-                match create_special(&path, node).and_then(|()| apply_metadata(&path, node, false))
-                {
-                    Ok(()) => report.other += 1,
-                    Err(e) => problem(&path, e.to_string()),
+    // Hard links to files now in place.
+    let links = AtomicU64::new(0);
+    items.par_iter().for_each(|item| {
+        if let Item::HardLink { path, first } = item {
+            let (path, first) = (path_of(target, path), path_of(target, first));
+            match clear_non_dir(&path).and_then(|()| fs::hard_link(&first, &path).at(&path)) {
+                Ok(()) => {
+                    links.fetch_add(1, Ordering::Relaxed);
                 }
+                Err(e) => problem(&path, e.to_string()),
             }
-            Item::HardLink { path, first } => {
-                let (path, first) = (path_of(target, path), path_of(target, first));
-                match clear_non_dir(&path).and_then(|()| fs::hard_link(&first, &path).at(&path)) {
-                    Ok(()) => report.files += 1,
-                    Err(e) => problem(&path, e.to_string()),
-                }
-            }
-            _ => {}
         }
-    }
-    // Directory metadata last, deepest first, so creating children does not change it.
-    for item in items.iter().rev() {
-        if let Item::Dir(rel, node) = item {
+    });
+    report.files += links.into_inner();
+    // Directory metadata last, deepest level first, so creating children does not change
+    // it and a directory made unreadable does not hide its children's paths.
+    for level in levels.iter().rev() {
+        level.par_iter().for_each(|(rel, node)| {
             let path = path_of(target, rel);
             if let Err(e) = apply_metadata(&path, node, rel.as_os_str().is_empty()) {
                 problem(&path, e.to_string());
             }
-        }
+        });
     }
     report.problems = problems.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok(report)

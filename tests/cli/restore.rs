@@ -328,3 +328,78 @@ fn restore_uses_the_copy_of_a_blob_whose_pack_still_exists() {
         );
     }
 }
+
+#[test]
+fn restore_of_a_wide_deep_tree_recreates_every_entry_with_its_metadata() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = TestEnv::init();
+    // 258 directories on three levels, each deepest one with a small file and a symlink;
+    // a file of several chunks, hard-linked from elsewhere; directories with their own
+    // modes and times, which restore sets deepest first once everything is in place.
+    for a in 0..6 {
+        for b in 0..6 {
+            for c in 0..6 {
+                let dir = format!("d{a}/e{b}/f{c}");
+                env.write_file(&format!("{dir}/small"), format!("{a}{b}{c}").as_bytes());
+                std::os::unix::fs::symlink("small", env.src.join(&dir).join("link")).unwrap();
+            }
+        }
+    }
+    env.write_file("d0/big", &pseudo_random(3, 6 << 20));
+    fs::hard_link(env.src.join("d0/big"), env.src.join("d5/e5/big-link")).unwrap();
+    for a in 0..6 {
+        for (b, mode) in [(0, 0o750), (3, 0o700)] {
+            let dir = env.src.join(format!("d{a}/e{b}"));
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+            run(
+                "touch",
+                &["-d", "2001-02-03 04:05:06", dir.to_str().unwrap()],
+            );
+        }
+    }
+    let restored = env.round_trip();
+
+    let relative = |root: &std::path::Path| -> Vec<std::path::PathBuf> {
+        entries_below(root)
+            .iter()
+            .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+            .collect()
+    };
+    let entries = relative(&env.src);
+    assert_eq!(relative(&restored), entries);
+    assert_eq!(entries.len(), 6 + 36 + 216 * 3 + 2);
+    for rel in &entries {
+        let (want, got) = (
+            fs::symlink_metadata(env.src.join(rel)).unwrap(),
+            fs::symlink_metadata(restored.join(rel)).unwrap(),
+        );
+        let shown = rel.display();
+        assert_eq!(got.file_type(), want.file_type(), "{shown}");
+        if want.is_symlink() {
+            assert_eq!(
+                fs::read_link(restored.join(rel)).unwrap(),
+                fs::read_link(env.src.join(rel)).unwrap(),
+                "{shown}"
+            );
+            continue;
+        }
+        assert_eq!(got.mode() & 0o7777, want.mode() & 0o7777, "{shown}");
+        assert_eq!(
+            (got.mtime(), got.mtime_nsec()),
+            (want.mtime(), want.mtime_nsec()),
+            "{shown}"
+        );
+        if want.is_file() {
+            assert_eq!(
+                fs::read(restored.join(rel)).unwrap(),
+                fs::read(env.src.join(rel)).unwrap(),
+                "{shown}"
+            );
+        }
+    }
+    assert_eq!(
+        fs::metadata(restored.join("d0/big")).unwrap().ino(),
+        fs::metadata(restored.join("d5/e5/big-link")).unwrap().ino()
+    );
+    env.assert_verified();
+}
