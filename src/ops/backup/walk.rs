@@ -80,9 +80,22 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
-/// Whether a file's metadata says it is unchanged since `old` was recorded.
-fn unchanged(old: &Node, new: &Node) -> bool {
-    old.kind == NodeKind::File && same_inode_state(old, new)
+/// Whether the metadata of a file or symlink says it is unchanged since `old` was
+/// recorded: same kind, inode, size and times (see [`same_inode_state`]).
+fn metadata_unchanged(old: &Node, meta: &Metadata) -> bool {
+    let ft = meta.file_type();
+    let kind_matches = match old.kind {
+        NodeKind::File => ft.is_file(),
+        NodeKind::Symlink => ft.is_symlink(),
+        _ => false,
+    };
+    kind_matches
+        && old.size == if ft.is_file() { meta.size() } else { 0 }
+        && old.mtime.secs == meta.mtime()
+        && old.mtime.nanos == meta.mtime_nsec() as u32
+        && old.ctime.secs == meta.ctime()
+        && old.ctime.nanos == meta.ctime_nsec() as u32
+        && old.inode == meta.ino()
 }
 
 /// Same kind, inode, size and times: any change to content, link target or extended
@@ -220,19 +233,26 @@ fn entry_node(
     old: Option<Node>,
     old_subtree: Option<BlobLocation>,
 ) -> Result<Option<Node>> {
+    // An unchanged file or symlink is the parent's entry as it was: decided from the
+    // metadata alone, before a node (with its owner's names) is built for nothing.
+    if !ctx.force_read
+        && let Some(previous) = &old
+        && metadata_unchanged(previous, meta)
+    {
+        if previous.kind == NodeKind::Symlink {
+            // A link's target cannot change without a new inode or change time.
+            ctx.progress.advance(1, 0);
+            return Ok(old);
+        }
+        if content_still_stored(ctx, previous)? {
+            ctx.files_unchanged.fetch_add(1, Ordering::Relaxed);
+            ctx.progress.advance(1, 0);
+            return Ok(old);
+        }
+    }
     let mut node = node_from_metadata(name, meta);
     match node.kind {
         NodeKind::File => {
-            if !ctx.force_read
-                && let Some(previous) = &old
-                && unchanged(previous, &node)
-                && content_still_stored(ctx, previous)?
-            {
-                ctx.files_unchanged.fetch_add(1, Ordering::Relaxed);
-                ctx.progress.advance(1, 0);
-                // The parent's entry as it was: same name, same metadata, same content.
-                return Ok(old);
-            }
             node.xattrs = read_xattrs(path);
             match file::read_content(ctx, path, &mut node, old.as_ref()) {
                 Ok(()) => {}
@@ -270,14 +290,6 @@ fn entry_node(
             node.subtree = Some(ctx.save_tree_unless(&tree, old_id)?);
         }
         NodeKind::Symlink => {
-            if !ctx.force_read
-                && let Some(previous) = &old
-                && same_inode_state(previous, &node)
-            {
-                // A link's target cannot change without a new inode or change time.
-                ctx.progress.advance(1, 0);
-                return Ok(old);
-            }
             node.xattrs = read_xattrs(path);
             match std::fs::read_link(path) {
                 Ok(target) => node.target = target.as_os_str().as_bytes().to_vec(),
