@@ -41,6 +41,10 @@ use crate::storage::{FileType, Storage};
 const INDEX_LOAD_BATCH: usize = 8;
 const INDEX_LOAD_BYTES: u64 = 8 << 20;
 
+/// New index segments are added to a local index that already holds at least this many
+/// times their size; more than that, and it is rebuilt in one bulk load.
+const BULK_LOAD_RATIO: u64 = 8;
+
 /// Splits segments (with their stored sizes) into batches of [`INDEX_LOAD_BATCH`] segments
 /// and [`INDEX_LOAD_BYTES`] at most, in order.
 fn load_batches(segments: &[(IndexId, u64)]) -> Vec<&[(IndexId, u64)]> {
@@ -335,13 +339,30 @@ impl Repository {
             return self.refresh_index();
         }
         let wanted = |id: &IndexId| !newly_superseded.contains(id) && !damaged.contains(id);
-        if single_batch && !loaded.is_empty() {
-            for (id, segment) in kept.iter().filter(|(id, _)| wanted(id)) {
-                index.add_segment(*id, segment)?;
+        // A bulk load rebuilds the whole local index; adding to it costs about twelve times
+        // more a blob. So a few new segments (other hosts' backups since this one's last
+        // run) are added, and a local index that is empty or far behind is loaded in bulk.
+        let new_bytes: u64 = new.iter().map(|(_, size)| size).sum();
+        let loaded_bytes: u64 = loaded.iter().filter_map(|id| listed.get(id)).sum();
+        if !loaded.is_empty() && new_bytes.saturating_mul(BULK_LOAD_RATIO) < loaded_bytes {
+            if single_batch {
+                for (id, segment) in kept.iter().filter(|(id, _)| wanted(id)) {
+                    index.add_segment(*id, segment)?;
+                }
+                return Ok(());
+            }
+            let todo: Vec<(IndexId, u64)> = new.into_iter().filter(|(id, _)| wanted(id)).collect();
+            for batch in load_batches(&todo) {
+                for (id, result) in self.load_index_segments(batch) {
+                    match result {
+                        Ok(segment) => index.add_segment(id, &segment)?,
+                        Err(e) => lock(&self.index_problems).push((id, e.to_string())),
+                    }
+                }
             }
             return Ok(());
         }
-        // Filling an empty index, or loading many segments: in one sorted bulk load.
+        // Filling an empty index, or one far behind: in one sorted bulk load.
         let mut bulk = index.bulk_load()?;
         if single_batch {
             for (id, segment) in kept.iter().filter(|(id, _)| wanted(id)) {
@@ -822,6 +843,38 @@ mod tests {
             ]
         );
         assert!(load_batches(&[]).is_empty());
+    }
+
+    /// Another host's many small backups since this cache last looked: more segments than
+    /// one batch, but few blobs beside those loaded, so they are added, not bulk-loaded.
+    #[test]
+    fn a_cache_behind_by_many_small_segments_catches_up() {
+        let storage = Arc::new(MemoryStorage::new());
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
+        let saver = repo.saver().unwrap();
+        let mut ids: Vec<BlobId> = (0..20_000u32)
+            .map(|i| saver.save(BlobKind::Data, &i.to_le_bytes()).unwrap().id)
+            .collect();
+        saver.finish().unwrap();
+        drop(repo);
+        let other_cache = tempfile::tempdir().unwrap();
+        let other = Repository::open(storage.clone(), b"pw", other_cache.path()).unwrap();
+        for i in 0..2 * INDEX_LOAD_BATCH + 1 {
+            let saver = other.saver().unwrap();
+            let text = format!("another host's blob {i}");
+            ids.push(saver.save(BlobKind::Data, text.as_bytes()).unwrap().id);
+            saver.finish().unwrap();
+        }
+        let behind = Repository::open(storage.clone(), b"pw", cache.path()).unwrap();
+        for id in &ids {
+            assert!(behind.locate(id).is_ok(), "{id}");
+        }
+        let index = behind.local_index().unwrap();
+        assert_eq!(
+            index.loaded_segments().unwrap().len(),
+            storage.list(FileType::Index).unwrap().len()
+        );
     }
 
     #[test]
