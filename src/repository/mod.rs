@@ -344,42 +344,46 @@ impl Repository {
         // run) are added, and a local index that is empty or far behind is loaded in bulk.
         let new_bytes: u64 = new.iter().map(|(_, size)| size).sum();
         let loaded_bytes: u64 = loaded.iter().filter_map(|id| listed.get(id)).sum();
+        let kept = single_batch.then_some(kept);
         if !loaded.is_empty() && new_bytes.saturating_mul(BULK_LOAD_RATIO) < loaded_bytes {
-            if single_batch {
-                for (id, segment) in kept.iter().filter(|(id, _)| wanted(id)) {
-                    index.add_segment(*id, segment)?;
-                }
-                return Ok(());
-            }
-            let todo: Vec<(IndexId, u64)> = new.into_iter().filter(|(id, _)| wanted(id)).collect();
-            for batch in load_batches(&todo) {
-                for (id, result) in self.load_index_segments(batch) {
-                    match result {
-                        Ok(segment) => index.add_segment(id, &segment)?,
-                        Err(e) => lock(&self.index_problems).push((id, e.to_string())),
-                    }
-                }
-            }
-            return Ok(());
+            return self.each_wanted_segment(kept, new, &wanted, &mut |id, segment| {
+                index.add_segment(id, segment)
+            });
         }
         // Filling an empty index, or one far behind: in one sorted bulk load.
         let mut bulk = index.bulk_load()?;
-        if single_batch {
+        self.each_wanted_segment(kept, new, &wanted, &mut |id, segment| {
+            bulk.add_segment(id, segment)
+        })?;
+        bulk.finish()
+    }
+
+    /// Hands `add` every wanted segment among `new`: those already decoded in `kept`
+    /// when they all fit in one batch, or else read again a batch at a time (a segment
+    /// that fails to load now is recorded as an index problem and left out).
+    fn each_wanted_segment(
+        &self,
+        kept: Option<Vec<(IndexId, IndexSegment)>>,
+        new: Vec<(IndexId, u64)>,
+        wanted: &dyn Fn(&IndexId) -> bool,
+        add: &mut dyn FnMut(IndexId, &IndexSegment) -> Result<()>,
+    ) -> Result<()> {
+        if let Some(kept) = kept {
             for (id, segment) in kept.iter().filter(|(id, _)| wanted(id)) {
-                bulk.add_segment(*id, segment)?;
+                add(*id, segment)?;
             }
-            return bulk.finish();
+            return Ok(());
         }
         let todo: Vec<(IndexId, u64)> = new.into_iter().filter(|(id, _)| wanted(id)).collect();
         for batch in load_batches(&todo) {
             for (id, result) in self.load_index_segments(batch) {
                 match result {
-                    Ok(segment) => bulk.add_segment(id, &segment)?,
+                    Ok(segment) => add(id, &segment)?,
                     Err(e) => lock(&self.index_problems).push((id, e.to_string())),
                 }
             }
         }
-        bulk.finish()
+        Ok(())
     }
 
     /// Reads the repository's current index straight from its segments, bypassing the

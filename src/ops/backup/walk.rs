@@ -16,10 +16,10 @@ use crate::format::tree::{FLAG_SPARSE, Node, NodeKind, Timestamp, Tree};
 use crate::id::BlobId;
 use crate::repository::local_index::BlobLocation;
 
-/// A node with the metadata of `meta`, without content, target or subtree.
-pub(crate) fn node_from_metadata(name: &[u8], meta: &Metadata) -> Node {
+/// The kind of entry `meta` describes.
+fn kind_of(meta: &Metadata) -> NodeKind {
     let ft = meta.file_type();
-    let kind = if ft.is_dir() {
+    if ft.is_dir() {
         NodeKind::Dir
     } else if ft.is_symlink() {
         NodeKind::Symlink
@@ -33,7 +33,12 @@ pub(crate) fn node_from_metadata(name: &[u8], meta: &Metadata) -> Node {
         NodeKind::Socket
     } else {
         NodeKind::File
-    };
+    }
+}
+
+/// A node with the metadata of `meta`, without content, target or subtree.
+pub(crate) fn node_from_metadata(name: &[u8], meta: &Metadata) -> Node {
+    let kind = kind_of(meta);
     let sparse = kind == NodeKind::File && (meta.blocks().saturating_mul(512)) < meta.size();
     Node {
         name: name.to_vec(),
@@ -80,17 +85,17 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
-/// Whether the metadata of a file or symlink says it is unchanged since `old` was
-/// recorded: same kind, inode, size and times (see [`same_inode_state`]).
+/// Whether `meta` shows the same kind, inode, size and times as `old` recorded: any change
+/// to content, link target or extended attributes would have moved the change time.
 fn metadata_unchanged(old: &Node, meta: &Metadata) -> bool {
-    let ft = meta.file_type();
-    let kind_matches = match old.kind {
-        NodeKind::File => ft.is_file(),
-        NodeKind::Symlink => ft.is_symlink(),
-        _ => false,
+    let kind = kind_of(meta);
+    let size = if kind == NodeKind::File {
+        meta.size()
+    } else {
+        0
     };
-    kind_matches
-        && old.size == if ft.is_file() { meta.size() } else { 0 }
+    old.kind == kind
+        && old.size == size
         && old.mtime.secs == meta.mtime()
         && old.mtime.nanos == meta.mtime_nsec() as u32
         && old.ctime.secs == meta.ctime()
@@ -98,26 +103,16 @@ fn metadata_unchanged(old: &Node, meta: &Metadata) -> bool {
         && old.inode == meta.ino()
 }
 
-/// Same kind, inode, size and times: any change to content, link target or extended
-/// attributes would have moved the change time.
-fn same_inode_state(old: &Node, new: &Node) -> bool {
-    old.kind == new.kind
-        && old.size == new.size
-        && old.mtime == new.mtime
-        && old.ctime == new.ctime
-        && old.inode == new.inode
-}
-
 /// The extended attributes of `path`, taken from the parent snapshot when its entry shows
 /// that nothing about the inode changed since.
 fn xattrs_of(
     ctx: &Context<'_>,
     path: &Path,
-    new: &Node,
+    meta: &Metadata,
     old: Option<&Node>,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
     match old {
-        Some(old) if !ctx.force_read && same_inode_state(old, new) => old.xattrs.clone(),
+        Some(old) if !ctx.force_read && metadata_unchanged(old, meta) => old.xattrs.clone(),
         _ => read_xattrs(path),
     }
 }
@@ -237,6 +232,7 @@ fn entry_node(
     // metadata alone, before a node (with its owner's names) is built for nothing.
     if !ctx.force_read
         && let Some(previous) = &old
+        && matches!(previous.kind, NodeKind::File | NodeKind::Symlink)
         && metadata_unchanged(previous, meta)
     {
         if previous.kind == NodeKind::Symlink {
@@ -275,7 +271,7 @@ fn entry_node(
         }
         NodeKind::Dir => {
             ctx.dirs.fetch_add(1, Ordering::Relaxed);
-            node.xattrs = xattrs_of(ctx, path, &node, old.as_ref());
+            node.xattrs = xattrs_of(ctx, path, meta, old.as_ref());
             let (old_id, old_tree) = load_parent_subtree(ctx, old.as_ref(), old_subtree).unzip();
             let tree = match dir_tree(ctx, path, meta.dev(), old_tree) {
                 Ok(tree) => tree,
