@@ -112,7 +112,9 @@ pub fn run(global: &Global, args: &ForgetArgs) -> Result<i32> {
     }
     let repo = global.open()?;
     let (plan, report) = forget::forget(&repo, &options)?;
-    print(global, &plan, report.as_ref())?;
+    if !global.json {
+        print(global, &plan, report.as_ref());
+    }
     for path in &plan.unreadable {
         eprintln!(
             "arca: warning: {path} cannot be read and was left alone (see `arca repair snapshots`)"
@@ -123,22 +125,28 @@ pub fn run(global: &Global, args: &ForgetArgs) -> Result<i32> {
     } else {
         EXIT_PROBLEMS
     };
-    if !args.prune {
-        return Ok(code);
+    let removed_some = report.as_ref().is_some_and(|r| !r.removed.is_empty());
+    if args.prune && report.is_none() && !global.quiet && !global.json {
+        println!("dry run: prune not run");
     }
-    match &report {
-        None => {
-            if !global.quiet && !global.json {
-                println!("dry run: prune not run");
-            }
-            Ok(code)
-        }
-        Some(r) if r.removed.is_empty() => Ok(code),
-        Some(_) => {
-            let pruned = super::prune::run_after_forget(global, &repo)?;
-            Ok(pruned.max(code))
-        }
+    // Prune only when snapshots went: otherwise it would find nothing newly unused.
+    let pruned = if args.prune && removed_some {
+        super::prune::prune_after_forget(global, &repo).map(Some)
+    } else {
+        Ok(None)
+    };
+    // With --json, one document for the whole command; what forget did is printed even
+    // when the prune after it failed (its error then goes to standard error).
+    let prune_done = pruned.as_ref().ok().and_then(Option::as_ref);
+    if global.json {
+        let prune =
+            prune_done.map(|(plan, report)| serde_json::json!({ "plan": plan, "report": report }));
+        output::json(&serde_json::json!({ "plan": plan, "report": report, "prune": prune }))?;
+    } else if let Some((plan, report)) = prune_done {
+        super::prune::print(global, plan, report.as_ref());
     }
+    pruned?;
+    Ok(code)
 }
 
 fn describe(key: &GroupKey) -> String {
@@ -163,12 +171,10 @@ fn describe(key: &GroupKey) -> String {
     }
 }
 
-fn print(global: &Global, plan: &ForgetPlan, report: Option<&ForgetReport>) -> Result<()> {
-    if global.json {
-        return output::json(&serde_json::json!({ "plan": plan, "report": report }));
-    }
+/// The text output; `--json` is printed by the caller, as one document with prune's.
+fn print(global: &Global, plan: &ForgetPlan, report: Option<&ForgetReport>) {
     if global.quiet {
-        return Ok(());
+        return;
     }
     for group in &plan.groups {
         println!("{}:", describe(&group.key));
@@ -208,5 +214,4 @@ fn print(global: &Global, plan: &ForgetPlan, report: Option<&ForgetReport>) -> R
         None => println!("dry run: nothing was removed"),
         Some(r) => println!("removed {} snapshot(s)", r.removed.len()),
     }
-    Ok(())
 }

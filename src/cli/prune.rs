@@ -69,25 +69,40 @@ pub fn run(global: &Global, args: &PruneArgs) -> Result<i32> {
 }
 
 fn run_on(global: &Global, repo: &Repository, options: &PruneOptions) -> Result<i32> {
-    let progress = output::ProgressLine::start(global.show_progress(), "prune");
-    let (plan, report) = prune::prune(repo, options, &progress)?;
-    progress.finish();
-    print(global, &plan, report.as_ref())?;
+    let (plan, report) = prune_with_progress(global, repo, options)?;
+    if global.json {
+        output::json(&serde_json::json!({ "plan": plan, "report": report }))?;
+    } else {
+        print(global, &plan, report.as_ref());
+    }
     Ok(EXIT_OK)
+}
+
+fn prune_with_progress(
+    global: &Global,
+    repo: &Repository,
+    options: &PruneOptions,
+) -> Result<(PrunePlan, Option<PruneReport>)> {
+    let progress = output::ProgressLine::start(global.show_progress(), "prune");
+    let outcome = prune::prune(repo, options, &progress)?;
+    progress.finish();
+    Ok(outcome)
 }
 
 /// `arca forget --prune`: prune with the default options after forgetting, in the
 /// repository `forget` opened (the password is not asked for, nor the key derived, twice).
-pub fn run_after_forget(global: &Global, repo: &Repository) -> Result<i32> {
-    run_on(global, repo, &PruneOptions::default())
+/// Returns what prune did for `forget` to print with its own output.
+pub fn prune_after_forget(
+    global: &Global,
+    repo: &Repository,
+) -> Result<(PrunePlan, Option<PruneReport>)> {
+    prune_with_progress(global, repo, &PruneOptions::default())
 }
 
-fn print(global: &Global, plan: &PrunePlan, report: Option<&PruneReport>) -> Result<()> {
-    if global.json {
-        return output::json(&serde_json::json!({ "plan": plan, "report": report }));
-    }
+/// The text output; `--json` is printed by the caller.
+pub fn print(global: &Global, plan: &PrunePlan, report: Option<&PruneReport>) {
     if global.quiet {
-        return Ok(());
+        return;
     }
     if report.is_none() {
         for p in &plan.packs {
@@ -130,7 +145,6 @@ fn print(global: &Global, plan: &PrunePlan, report: Option<&PruneReport>) -> Res
             output::bytes(r.bytes_freed.max(0) as u64)
         ),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -161,6 +161,39 @@ fn json_lists_every_snapshot_with_its_reasons_and_what_was_removed() {
 }
 
 #[test]
+fn json_with_prune_is_one_document_holding_what_prune_did() {
+    let env = TestEnv::init_with(&["--pack-size", "1"]);
+    env.write_file("old.bin", &pseudo_random(3, 1_500_000));
+    let old = backup(&env, &[]);
+    fs::remove_file(env.src.join("old.bin")).unwrap();
+    env.write_file("new.bin", &pseudo_random(4, 300_000));
+    backup(&env, &[]);
+
+    // Parsed as a single JSON value: a second document after the first fails here.
+    let json = env.json(&["forget", "--keep-last", "1", "--prune"]);
+    assert_eq!(
+        json["report"]["removed"],
+        serde_json::json!([old]),
+        "{json}"
+    );
+    let prune = &json["prune"];
+    assert!(
+        prune["report"]["packs_deleted"].as_u64().unwrap() >= 1,
+        "{json}"
+    );
+    assert!(
+        prune["report"]["bytes_freed"].as_i64().unwrap() > 1_000_000,
+        "{json}"
+    );
+    assert!(prune["plan"]["packs"].is_array(), "{json}");
+
+    // Nothing removed: prune does not run, and says so with null.
+    let json = env.json(&["forget", "--keep-last", "1", "--prune"]);
+    assert!(json["prune"].is_null(), "{json}");
+    env.assert_verified();
+}
+
+#[test]
 fn each_host_is_a_group_and_host_filters_what_the_policy_touches() {
     let env = TestEnv::init();
     env.write_file("a.txt", b"same everywhere");
