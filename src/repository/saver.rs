@@ -335,7 +335,8 @@ impl RepoHandles {
         let mut w = Writer::new();
         pack::encode_entries(&pack.entries, &mut w);
         let mut header = vec![0u8; crypto::seal::NONCE_LEN];
-        fmt::encode_payload_into(&w.buf, None, &mut header);
+        // The ids do not compress, but kinds, offsets and lengths do: a sixth off the header.
+        fmt::encode_payload_into(&w.buf, Some(super::DEFAULT_COMPRESSION_LEVEL), &mut header);
         crypto::seal_into(
             self.keys.encryption(),
             &crypto::associated_data(ObjectKind::PackHeader, None),
