@@ -735,7 +735,7 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::test_options;
+    use super::testing::{test_options, test_repo};
     use super::*;
     use crate::format::index::IndexedPack;
     use crate::format::snapshot::Snapshot;
@@ -765,9 +765,7 @@ mod tests {
 
     #[test]
     fn blobs_survive_a_reopen_and_deduplicate() {
-        let storage = Arc::new(MemoryStorage::new());
-        let cache = tempfile::tempdir().unwrap();
-        let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
+        let (repo, storage, cache) = test_repo();
         let saver = repo.saver().unwrap();
         let a = saver.save(BlobKind::Data, &vec![1u8; 300_000]).unwrap();
         let again = saver.save(BlobKind::Data, &vec![1u8; 300_000]).unwrap();
@@ -853,9 +851,7 @@ mod tests {
     /// one batch, but few blobs beside those loaded, so they are added, not bulk-loaded.
     #[test]
     fn a_cache_behind_by_many_small_segments_catches_up() {
-        let storage = Arc::new(MemoryStorage::new());
-        let cache = tempfile::tempdir().unwrap();
-        let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
+        let (repo, storage, cache) = test_repo();
         let saver = repo.saver().unwrap();
         let mut ids: Vec<BlobId> = (0..20_000u32)
             .map(|i| saver.save(BlobKind::Data, &i.to_le_bytes()).unwrap().id)
@@ -883,9 +879,7 @@ mod tests {
 
     #[test]
     fn many_index_segments_load_in_batches_and_superseded_ones_never() {
-        let storage = Arc::new(MemoryStorage::new());
-        let cache = tempfile::tempdir().unwrap();
-        let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
+        let (repo, storage, _cache) = test_repo();
         let count = 3 * INDEX_LOAD_BATCH + 1;
         let mut ids = Vec::new();
         for i in 0..count {
@@ -944,9 +938,7 @@ mod tests {
 
     #[test]
     fn a_vanished_pack_is_not_deduplicated_against() {
-        let storage = Arc::new(MemoryStorage::new());
-        let cache = tempfile::tempdir().unwrap();
-        let repo = Repository::init(storage.clone(), b"pw", &test_options(), cache.path()).unwrap();
+        let (repo, storage, cache) = test_repo();
         let saver = repo.saver().unwrap();
         let id = saver
             .save(BlobKind::Data, b"some data worth keeping")
