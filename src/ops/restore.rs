@@ -9,7 +9,8 @@
 //! final name and written with one call (the rename cost as much as the creation).
 //! Directories are made one level of depth at a time, each level's side by side; symlinks
 //! and other special files are made while contents are written; hard links follow the
-//! contents. Metadata is set last, directories deepest level first.
+//! contents. Metadata is set last, directories deepest level first. Large writes go past
+//! the page cache where the file system does direct I/O well ([`super::direct_write`]).
 //!
 //! Entry names were checked when their trees were decoded (no `..`, `/`, NUL…), and no
 //! existing symlink inside the target is ever followed, so nothing is written outside it.
@@ -27,6 +28,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::backup::Excludes;
+use super::direct_write;
 use super::tree_walk::{self, Target};
 use super::{Problem, Progress};
 use crate::error::{Error, IoContext, Result};
@@ -63,7 +65,7 @@ struct FileJob {
     temp_path: PathBuf,
     /// Created under its final name, without a temporary one: set in [`execute`] for a
     /// file of one chunk whose directory the restore created.
-    direct: bool,
+    in_place: bool,
     node: Node,
     remaining: AtomicU64,
     failed: AtomicBool,
@@ -334,7 +336,7 @@ pub fn plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resul
                 plan.files.push(FileJob {
                     final_path: rel.clone(),
                     temp_path: temp_name(&rel, n),
-                    direct: false,
+                    in_place: false,
                     remaining: AtomicU64::new(node.size),
                     failed: AtomicBool::new(failed),
                     node,
@@ -443,7 +445,7 @@ fn execute(
         }
     }
     for job in &mut files {
-        job.direct = job.node.content.len() == 1
+        job.in_place = job.node.content.len() == 1
             && job
                 .final_path
                 .parent()
@@ -649,7 +651,7 @@ fn coalesce(blobs: &[PlannedBlob]) -> Vec<std::ops::Range<usize>> {
 /// common case of small files, where every system call saved counts.
 fn write_whole_file(target: &Path, job: &FileJob, data: &[u8]) -> Result<()> {
     let final_path = target.join(&job.final_path);
-    if job.direct {
+    if job.in_place {
         match create_new(&final_path) {
             Ok(file) => {
                 let result = fill_whole_file(file, &final_path, job, data);
@@ -702,7 +704,7 @@ fn fill_whole_file(file: File, path: &Path, job: &FileJob, data: &[u8]) -> Resul
                 .at(path)?;
         }
     } else {
-        file.write_all_at(data, 0).at(path)?;
+        direct_write::write_all_at(&file, data, 0).at(path)?;
     }
     apply_file_metadata(&file, path, &job.node)
 }
@@ -748,7 +750,9 @@ fn write_at(path: &Path, data: &[u8], offset: u64, sparse: bool) -> Result<()> {
         .open(path)
         .at(path)?;
     if !sparse {
-        return file.write_all_at(data, offset).at(path);
+        return direct_write::write_all_at(&file, data, offset)
+            .map(drop)
+            .at(path);
     }
     for (start, end) in non_zero_runs(data, offset) {
         file.write_all_at(&data[start..end], offset + start as u64)
@@ -925,12 +929,12 @@ mod tests {
         assert_eq!(summary.problems[0].path, "/gone");
     }
 
-    fn one_chunk_job(name: &str, data: &[u8], direct: bool) -> FileJob {
+    fn one_chunk_job(name: &str, data: &[u8], in_place: bool) -> FileJob {
         let final_path = PathBuf::from(name);
         FileJob {
             temp_path: temp_name(&final_path, 0),
             final_path,
-            direct,
+            in_place,
             node: Node {
                 name: name.into(),
                 kind: NodeKind::File,
@@ -945,7 +949,7 @@ mod tests {
     }
 
     #[test]
-    fn a_direct_file_is_written_in_place_and_one_in_the_way_is_replaced_whole() {
+    fn a_file_written_in_place_goes_there_and_one_in_the_way_is_replaced_whole() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path();
         write_whole_file(target, &one_chunk_job("new", b"fresh", true), b"fresh").unwrap();
@@ -956,7 +960,7 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o7777, 0o640);
 
-        // Something in the way of a direct write (another process, a hard link to a file
+        // Something in the way of a write in place (another process, a hard link to a file
         // outside) is replaced by rename, not written through.
         fs::write(target.join("outside"), b"keep me").unwrap();
         fs::hard_link(target.join("outside"), target.join("taken")).unwrap();

@@ -142,6 +142,8 @@ fn restore_accepts_a_snapshot_id_prefix() {
 fn restore_leaves_no_temporary_files() {
     let env = populated();
     env.write_file("big.bin", &pseudo_random(5, 3 << 20));
+    // One chunk, large enough for its whole blocks to be written with direct I/O.
+    env.write_file("medium.bin", &pseudo_random(6, 300_001));
     env.write_file("empty", b"");
     env.backup_src();
     let restored = env.restore(&env.latest_src(), "restored", &[]);
@@ -153,6 +155,10 @@ fn restore_leaves_no_temporary_files() {
     assert_eq!(
         fs::read(restored.join("big.bin")).unwrap(),
         pseudo_random(5, 3 << 20)
+    );
+    assert_eq!(
+        fs::read(restored.join("medium.bin")).unwrap(),
+        pseudo_random(6, 300_001)
     );
     env.assert_verified();
 }
