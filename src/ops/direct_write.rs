@@ -19,9 +19,9 @@ use std::os::unix::fs::FileExt;
 
 /// Alignment of offsets, lengths and memory for direct writes: a multiple of every common
 /// logical block size (512 and 4096 bytes).
-pub const ALIGN: usize = 4096;
+const ALIGN: usize = 4096;
 /// The aligned middle of a write must be at least this long to go past the page cache.
-pub const MIN_DIRECT: usize = 128 << 10;
+const MIN_DIRECT: usize = 128 << 10;
 /// Direct writes are made from an aligned copy of at most this many bytes at a time.
 const PIECE: usize = 1 << 20;
 
@@ -154,8 +154,10 @@ mod tests {
 
     #[test]
     fn unaligned_pieces_round_trip_on_a_file_system_doing_direct_io() {
-        // The working directory is on the disk the project is built on; /tmp may be tmpfs.
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        // The build directory is on the disk the project is built on; /tmp may be tmpfs.
+        let build_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&build_dir).unwrap();
+        let dir = tempfile::tempdir_in(&build_dir).unwrap();
         let probe = File::create(dir.path().join("probe")).unwrap();
         if !does_direct_io_well(&probe) {
             eprintln!("skipped: the build directory is not on ext4, XFS or btrfs");

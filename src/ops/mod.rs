@@ -3,7 +3,7 @@
 pub mod backup;
 pub mod copy;
 pub mod diff;
-pub mod direct_write;
+pub(crate) mod direct_write;
 pub mod dump;
 pub mod forget;
 pub mod ls;

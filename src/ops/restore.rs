@@ -10,7 +10,7 @@
 //! Directories are made one level of depth at a time, each level's side by side; symlinks
 //! and other special files are made while contents are written; hard links follow the
 //! contents. Metadata is set last, directories deepest level first. Large writes go past
-//! the page cache where the file system does direct I/O well ([`super::direct_write`]).
+//! the page cache where the file system does direct I/O well (`direct_write`).
 //!
 //! Entry names were checked when their trees were decoded (no `..`, `/`, NUL…), and no
 //! existing symlink inside the target is ever followed, so nothing is written outside it.
