@@ -22,6 +22,10 @@ pub struct RestoreArgs {
     /// Leave out entries matching this glob (repeatable)
     #[arg(long = "exclude", value_name = "GLOB")]
     excludes: Vec<String>,
+    /// Do not wait for the restored files to reach the disk before returning. Faster, but
+    /// a crash soon after may leave them empty, and files they replaced lost
+    #[arg(long)]
+    no_sync: bool,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -38,6 +42,7 @@ pub fn run(global: &Global, args: &RestoreArgs) -> Result<i32> {
         path,
         includes: args.includes.clone(),
         excludes: args.excludes.clone(),
+        no_sync: args.no_sync,
     };
     let progress = output::ProgressLine::start(global.show_progress(), "restore");
     let report = restore::restore(&repo, &snapshot.tree, &options, &progress)?;

@@ -5,6 +5,7 @@ pub mod copy;
 pub mod diff;
 pub(crate) mod direct_write;
 pub mod dump;
+mod durable;
 pub mod forget;
 pub mod ls;
 pub mod mirror;

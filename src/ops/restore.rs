@@ -12,6 +12,9 @@
 //! contents. Metadata is set last, directories deepest level first. Large writes go past
 //! the page cache where the file system does direct I/O well (`direct_write`).
 //!
+//! Unless told not to, a restore is durable when it returns, and a file that replaces an
+//! existing one is renamed over it only once its contents are on the disk (`durable`).
+//!
 //! Entry names were checked when their trees were decoded (no `..`, `/`, NUL…), and no
 //! existing symlink inside the target is ever followed, so nothing is written outside it.
 
@@ -29,6 +32,7 @@ use serde::Serialize;
 
 use super::backup::Excludes;
 use super::direct_write;
+use super::durable;
 use super::tree_walk::{self, Target};
 use super::{Problem, Progress};
 use crate::error::{Error, IoContext, Result};
@@ -44,6 +48,10 @@ pub struct RestoreOptions {
     /// Glob patterns on snapshot paths; when given, only matching entries are restored.
     pub includes: Vec<String>,
     pub excludes: Vec<String>,
+    /// Do not wait for the restored files to reach the disk: files in the way are replaced
+    /// at once, and a crash soon after may leave restored files empty and replaced ones
+    /// lost. By default a restore is durable when it returns (see `durable`).
+    pub no_sync: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -174,7 +182,7 @@ pub fn restore(
     let target = &options.target;
     fs::create_dir_all(target).at(target)?;
     let plan = plan(repo, root, options)?;
-    execute(repo, plan, target, progress)
+    execute(repo, plan, target, !options.no_sync, progress)
 }
 
 /// Plans a restore from the snapshot whose root tree is `root`, writing nothing (but
@@ -348,11 +356,12 @@ pub fn plan(repo: &Repository, root: &BlobId, options: &RestoreOptions) -> Resul
     Ok(plan)
 }
 
-/// Refuses to use `path` as a directory if it is a symlink (or not a directory); returns
-/// whether it was created here.
-fn ensure_dir(path: &Path) -> Result<bool> {
+/// Refuses to use `path` as a directory if it is a symlink (or not a directory). Returns
+/// the device of a directory that was already there, `None` for one created here.
+fn ensure_dir(path: &Path) -> Result<Option<u64>> {
+    use std::os::unix::fs::MetadataExt;
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Ok(false),
+        Ok(m) if m.is_dir() => Ok(Some(m.dev())),
         Ok(m) if m.file_type().is_symlink() => Err(Error::invalid(format!(
             "{} is a symlink; refusing to restore through it",
             path.display()
@@ -362,11 +371,11 @@ fn ensure_dir(path: &Path) -> Result<bool> {
             path.display()
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::create_dir(path) {
-            Ok(()) => Ok(true),
+            Ok(()) => Ok(None),
             // Made meanwhile (a snapshot naming a directory twice): a directory will do.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 match fs::symlink_metadata(path) {
-                    Ok(m) if m.is_dir() => Ok(false),
+                    Ok(m) if m.is_dir() => Ok(Some(m.dev())),
                     _ => Err(Error::io(path, e)),
                 }
             }
@@ -408,6 +417,7 @@ fn execute(
     repo: &Repository,
     plan: RestorePlan,
     target: &Path,
+    durable: bool,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let RestorePlan {
@@ -429,17 +439,27 @@ fn execute(
     let mut report = RestoreReport::default();
 
     // Directories first, one level of depth at a time (parents before children), each
-    // level's side by side; then empty temp files.
+    // level's side by side; then empty temp files. Every file system written to holds the
+    // target or a directory that was already there (a new one is on its parent's).
     let levels = dirs_by_depth(&items);
     let mut created_dirs: HashSet<&Path> = HashSet::new();
+    let mut file_systems = durable::FileSystems::default();
+    if durable {
+        use std::os::unix::fs::MetadataExt;
+        file_systems.add(fs::metadata(target).at(target)?.dev(), target)?;
+    }
     for level in &levels {
-        let created: Vec<(&Path, bool)> = level
+        let made: Vec<(&Path, Option<u64>)> = level
             .par_iter()
             .map(|(rel, _)| Ok((*rel, ensure_dir(&path_of(target, rel))?)))
             .collect::<Result<_>>()?;
-        for (rel, created) in created {
-            if created {
-                created_dirs.insert(rel);
+        for (rel, existing) in made {
+            match existing {
+                None => {
+                    created_dirs.insert(rel);
+                }
+                Some(dev) if durable => file_systems.add(dev, &path_of(target, rel))?,
+                Some(_) => {}
             }
             report.dirs += 1;
         }
@@ -451,21 +471,33 @@ fn execute(
                 .parent()
                 .is_some_and(|dir| created_dirs.contains(dir));
     }
+    let sync = || file_systems.sync();
+    let placer = durable::Placer::new(durable.then_some(&sync as _));
     let finished = AtomicUsize::new(0);
+    let placed = |m: &durable::Move, result: Result<()>| match result {
+        Ok(()) => {
+            finished.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&m.temp);
+            problem(&m.final_path, e.to_string());
+        }
+    };
+    let place = |job: &FileJob| {
+        let m = durable::Move {
+            temp: target.join(&job.temp_path),
+            final_path: target.join(&job.final_path),
+            bytes: job.node.size,
+        };
+        placer.place(m, &placed);
+    };
     let finish_file = |job: &FileJob| {
         let temp = target.join(&job.temp_path);
-        let final_path = target.join(&job.final_path);
-        let result = apply_metadata(&temp, &job.node, false).and_then(|()| {
-            // rename replaces a file or symlink in the way atomically, never following it.
-            fs::rename(&temp, &final_path).at(&final_path)
-        });
-        match result {
-            Ok(()) => {
-                finished.fetch_add(1, Ordering::Relaxed);
-            }
+        match apply_metadata(&temp, &job.node, false) {
+            Ok(()) => place(job),
             Err(e) => {
                 let _ = fs::remove_file(&temp);
-                problem(&final_path, e.to_string());
+                problem(&target.join(&job.final_path), e.to_string());
             }
         }
     };
@@ -524,8 +556,12 @@ fn execute(
                         }
                         if job.node.content.len() == 1 {
                             match write_whole_file(target, job, &plaintext) {
-                                Ok(()) => {
-                                    finished.fetch_add(1, Ordering::Relaxed);
+                                Ok(in_place) => {
+                                    if in_place {
+                                        finished.fetch_add(1, Ordering::Relaxed);
+                                    } else {
+                                        place(job);
+                                    }
                                     bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
                                     progress.advance(0, plaintext.len() as u64);
                                 }
@@ -576,6 +612,7 @@ fn execute(
         })
     };
     rayon::join(write_contents, create_specials);
+    placer.finish(&placed);
     report.other = others.into_inner();
     for job in &files {
         if job.failed.load(Ordering::Relaxed) {
@@ -585,7 +622,12 @@ fn execute(
     report.files = finished.load(Ordering::Relaxed) as u64;
     report.bytes = bytes.load(Ordering::Relaxed);
 
-    // Hard links to files now in place.
+    // Hard links to files now in place. A link may take the place of an existing file:
+    // the file it links to must be durable first.
+    let has_links = items.iter().any(|i| matches!(i, Item::HardLink { .. }));
+    if durable && has_links {
+        file_systems.sync()?;
+    }
     let links = AtomicU64::new(0);
     items.par_iter().for_each(|item| {
         if let Item::HardLink { path, first } = item {
@@ -608,6 +650,9 @@ fn execute(
                 problem(&path, e.to_string());
             }
         });
+    }
+    if durable {
+        file_systems.sync()?;
     }
     report.problems = problems.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok(report)
@@ -648,8 +693,10 @@ fn coalesce(blobs: &[PlannedBlob]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Creates, writes and finishes a file of one chunk through a single descriptor: the
-/// common case of small files, where every system call saved counts.
-fn write_whole_file(target: &Path, job: &FileJob, data: &[u8]) -> Result<()> {
+/// common case of small files, where every system call saved counts. True when it went
+/// straight to its final name; false when it waits under its temporary name, to be put
+/// in place.
+fn write_whole_file(target: &Path, job: &FileJob, data: &[u8]) -> Result<bool> {
     let final_path = target.join(&job.final_path);
     if job.in_place {
         match create_new(&final_path) {
@@ -658,7 +705,7 @@ fn write_whole_file(target: &Path, job: &FileJob, data: &[u8]) -> Result<()> {
                 if result.is_err() {
                     let _ = fs::remove_file(&final_path);
                 }
-                return result;
+                return result.map(|()| true);
             }
             // Something appeared since the directory was made: take the careful way.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -674,15 +721,13 @@ fn write_whole_file(target: &Path, job: &FileJob, data: &[u8]) -> Result<()> {
         }
         other => other,
     };
-    let result = file.at(&temp).and_then(|file| {
-        fill_whole_file(file, &temp, job, data)?;
-        // rename replaces a file or symlink in the way atomically, never following it.
-        fs::rename(&temp, &final_path).at(&final_path)
-    });
+    let result = file
+        .at(&temp)
+        .and_then(|file| fill_whole_file(file, &temp, job, data));
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
-    result
+    result.map(|()| false)
 }
 
 /// Creates `path`, which must not exist, for writing; never follows a symlink.
@@ -949,10 +994,12 @@ mod tests {
     }
 
     #[test]
-    fn a_file_written_in_place_goes_there_and_one_in_the_way_is_replaced_whole() {
+    fn a_file_written_in_place_goes_there_and_one_in_the_way_is_not_written_through() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path();
-        write_whole_file(target, &one_chunk_job("new", b"fresh", true), b"fresh").unwrap();
+        let in_place =
+            write_whole_file(target, &one_chunk_job("new", b"fresh", true), b"fresh").unwrap();
+        assert!(in_place);
         assert_eq!(fs::read(target.join("new")).unwrap(), b"fresh");
         let mode = fs::metadata(target.join("new"))
             .unwrap()
@@ -964,12 +1011,14 @@ mod tests {
         // outside) is replaced by rename, not written through.
         fs::write(target.join("outside"), b"keep me").unwrap();
         fs::hard_link(target.join("outside"), target.join("taken")).unwrap();
-        write_whole_file(
-            target,
-            &one_chunk_job("taken", b"restored", true),
-            b"restored",
-        )
-        .unwrap();
+        let job = one_chunk_job("taken", b"restored", true);
+        let in_place = write_whole_file(target, &job, b"restored").unwrap();
+        assert!(
+            !in_place,
+            "written under its temporary name, to be put in place"
+        );
+        assert_eq!(fs::read(target.join("taken")).unwrap(), b"keep me");
+        fs::rename(target.join(&job.temp_path), target.join("taken")).unwrap();
         assert_eq!(fs::read(target.join("taken")).unwrap(), b"restored");
         assert_eq!(fs::read(target.join("outside")).unwrap(), b"keep me");
         let mut names: Vec<_> = fs::read_dir(target)

@@ -95,24 +95,46 @@ fn restore_exclude_glob_leaves_matching_entries_out() {
 
 #[test]
 fn restore_into_a_non_empty_target_overwrites_files() {
+    overwrites_files(&[]);
+}
+
+#[test]
+fn restore_no_sync_into_a_non_empty_target_overwrites_files() {
+    overwrites_files(&["--no-sync"]);
+}
+
+/// Files, a symlink and a file of several chunks in the way are replaced; what the
+/// snapshot does not name is left alone.
+fn overwrites_files(args: &[&str]) {
     let env = populated();
+    env.write_file("big.bin", &pseudo_random(2, 3 << 20));
     env.backup_src();
-    let target = env.path("restored");
-    fs::create_dir_all(target.join("data/deep")).unwrap();
-    fs::write(target.join("notes.txt"), vec![b'x'; 50_000]).unwrap();
-    fs::write(target.join("data/b.txt"), b"").unwrap();
-    std::os::unix::fs::symlink("/etc/passwd", target.join("data/deep/c.txt")).unwrap();
-    fs::write(target.join("unrelated"), b"left alone").unwrap();
-    env.restore(&env.latest_src(), "restored", &[]);
-    assert_eq!(fs::read(target.join("notes.txt")).unwrap(), b"notes");
-    assert_eq!(fs::read(target.join("data/b.txt")).unwrap(), b"bee");
-    let c = target.join("data/deep/c.txt");
+    let base = env.path("restored");
+    fs::create_dir_all(base.join("data/deep")).unwrap();
+    fs::write(base.join("notes.txt"), vec![b'x'; 50_000]).unwrap();
+    fs::write(base.join("data/b.txt"), b"").unwrap();
+    fs::write(base.join("big.bin"), pseudo_random(3, 1 << 20)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", base.join("data/deep/c.txt")).unwrap();
+    fs::write(base.join("unrelated"), b"left alone").unwrap();
+    env.restore(&env.latest_src(), "restored", args);
+    assert_eq!(fs::read(base.join("notes.txt")).unwrap(), b"notes");
+    assert_eq!(fs::read(base.join("data/b.txt")).unwrap(), b"bee");
+    assert_eq!(
+        fs::read(base.join("big.bin")).unwrap(),
+        pseudo_random(2, 3 << 20)
+    );
+    let c = base.join("data/deep/c.txt");
     assert!(
         !fs::symlink_metadata(&c).unwrap().file_type().is_symlink(),
         "a symlink in the target was written through"
     );
     assert_eq!(fs::read(&c).unwrap(), b"sea");
-    assert_eq!(fs::read(target.join("unrelated")).unwrap(), b"left alone");
+    assert_eq!(fs::read(base.join("unrelated")).unwrap(), b"left alone");
+    let leftovers: Vec<_> = entries_below(&base)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".arca-restore-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     env.assert_verified();
 }
 
