@@ -182,7 +182,9 @@ pub fn restore(
     let target = &options.target;
     fs::create_dir_all(target).at(target)?;
     let plan = plan(repo, root, options)?;
-    execute(repo, plan, target, !options.no_sync, progress)
+    let durability =
+        durable::Durability::for_restore(options.no_sync, plan.files.len() + plan.items.len());
+    execute(repo, plan, target, durability, progress)
 }
 
 /// Plans a restore from the snapshot whose root tree is `root`, writing nothing (but
@@ -417,9 +419,12 @@ fn execute(
     repo: &Repository,
     plan: RestorePlan,
     target: &Path,
-    durable: bool,
+    durability: durable::Durability,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    use durable::Durability;
+    let sync_each = durability == Durability::EachFile;
+    let sync_file_systems = durability == Durability::FileSystems;
     let RestorePlan {
         items,
         mut files,
@@ -444,7 +449,7 @@ fn execute(
     let levels = dirs_by_depth(&items);
     let mut created_dirs: HashSet<&Path> = HashSet::new();
     let mut file_systems = durable::FileSystems::default();
-    if durable {
+    if sync_file_systems {
         use std::os::unix::fs::MetadataExt;
         file_systems.add(fs::metadata(target).at(target)?.dev(), target)?;
     }
@@ -458,7 +463,7 @@ fn execute(
                 None => {
                     created_dirs.insert(rel);
                 }
-                Some(dev) if durable => file_systems.add(dev, &path_of(target, rel))?,
+                Some(dev) if sync_file_systems => file_systems.add(dev, &path_of(target, rel))?,
                 Some(_) => {}
             }
             report.dirs += 1;
@@ -472,7 +477,8 @@ fn execute(
                 .is_some_and(|dir| created_dirs.contains(dir));
     }
     let sync = || file_systems.sync();
-    let placer = durable::Placer::new(durable.then_some(&sync as _));
+    // Each file synced by itself is durable before it is placed: then it needs no batch.
+    let placer = durable::Placer::new(sync_file_systems.then_some(&sync as _));
     let finished = AtomicUsize::new(0);
     let placed = |m: &durable::Move, result: Result<()>| match result {
         Ok(()) => {
@@ -493,7 +499,16 @@ fn execute(
     };
     let finish_file = |job: &FileJob| {
         let temp = target.join(&job.temp_path);
-        match apply_metadata(&temp, &job.node, false) {
+        let finished = if sync_each {
+            // Opened before the metadata: the file's mode may forbid reading it.
+            durable::open_to_sync(&temp).and_then(|file| {
+                apply_metadata(&temp, &job.node, false)?;
+                durable::sync_one(&file, &temp)
+            })
+        } else {
+            apply_metadata(&temp, &job.node, false)
+        };
+        match finished {
             Ok(()) => place(job),
             Err(e) => {
                 let _ = fs::remove_file(&temp);
@@ -555,7 +570,7 @@ fn execute(
                             continue;
                         }
                         if job.node.content.len() == 1 {
-                            match write_whole_file(target, job, &plaintext) {
+                            match write_whole_file(target, job, &plaintext, sync_each) {
                                 Ok(in_place) => {
                                     if in_place {
                                         finished.fetch_add(1, Ordering::Relaxed);
@@ -625,7 +640,7 @@ fn execute(
     // Hard links to files now in place. A link may take the place of an existing file:
     // the file it links to must be durable first.
     let has_links = items.iter().any(|i| matches!(i, Item::HardLink { .. }));
-    if durable && has_links {
+    if sync_file_systems && has_links {
         file_systems.sync()?;
     }
     let links = AtomicU64::new(0);
@@ -641,6 +656,19 @@ fn execute(
         }
     });
     report.files += links.into_inner();
+    // Directories synced one by one are opened before their metadata: a mode may forbid
+    // reading them.
+    let dirs_to_sync: Vec<(PathBuf, File)> = if sync_each {
+        let mut paths = vec![target.to_path_buf()];
+        paths.extend(levels.iter().flatten().map(|(rel, _)| path_of(target, rel)));
+        paths.dedup();
+        paths
+            .into_iter()
+            .map(|p| durable::open_to_sync(&p).map(|dir| (p, dir)))
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
     // Directory metadata last, deepest level first, so creating children does not change
     // it and a directory made unreadable does not hide its children's paths.
     for level in levels.iter().rev() {
@@ -651,8 +679,14 @@ fn execute(
             }
         });
     }
-    if durable {
-        file_systems.sync()?;
+    match durability {
+        Durability::FileSystems => file_systems.sync()?,
+        Durability::EachFile => {
+            for (path, dir) in &dirs_to_sync {
+                durable::sync_one(dir, path)?;
+            }
+        }
+        Durability::Off => {}
     }
     report.problems = problems.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok(report)
@@ -696,12 +730,12 @@ fn coalesce(blobs: &[PlannedBlob]) -> Vec<std::ops::Range<usize>> {
 /// common case of small files, where every system call saved counts. True when it went
 /// straight to its final name; false when it waits under its temporary name, to be put
 /// in place.
-fn write_whole_file(target: &Path, job: &FileJob, data: &[u8]) -> Result<bool> {
+fn write_whole_file(target: &Path, job: &FileJob, data: &[u8], sync: bool) -> Result<bool> {
     let final_path = target.join(&job.final_path);
     if job.in_place {
         match create_new(&final_path) {
             Ok(file) => {
-                let result = fill_whole_file(file, &final_path, job, data);
+                let result = fill_whole_file(file, &final_path, job, data, sync);
                 if result.is_err() {
                     let _ = fs::remove_file(&final_path);
                 }
@@ -723,7 +757,7 @@ fn write_whole_file(target: &Path, job: &FileJob, data: &[u8]) -> Result<bool> {
     };
     let result = file
         .at(&temp)
-        .and_then(|file| fill_whole_file(file, &temp, job, data));
+        .and_then(|file| fill_whole_file(file, &temp, job, data, sync));
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
@@ -740,8 +774,9 @@ fn create_new(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Writes the whole content of a new file of one chunk and sets its metadata.
-fn fill_whole_file(file: File, path: &Path, job: &FileJob, data: &[u8]) -> Result<()> {
+/// Writes the whole content of a new file of one chunk and sets its metadata; with `sync`,
+/// waits until both are on the disk.
+fn fill_whole_file(file: File, path: &Path, job: &FileJob, data: &[u8], sync: bool) -> Result<()> {
     if job.node.is_sparse() {
         file.set_len(job.node.size).at(path)?;
         for (start, end) in non_zero_runs(data, 0) {
@@ -751,7 +786,11 @@ fn fill_whole_file(file: File, path: &Path, job: &FileJob, data: &[u8]) -> Resul
     } else {
         direct_write::write_all_at(&file, data, 0).at(path)?;
     }
-    apply_file_metadata(&file, path, &job.node)
+    apply_file_metadata(&file, path, &job.node)?;
+    if sync {
+        durable::sync_one(&file, path)?;
+    }
+    Ok(())
 }
 
 /// As [`apply_metadata`], through an open regular file.
@@ -997,8 +1036,13 @@ mod tests {
     fn a_file_written_in_place_goes_there_and_one_in_the_way_is_not_written_through() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path();
-        let in_place =
-            write_whole_file(target, &one_chunk_job("new", b"fresh", true), b"fresh").unwrap();
+        let in_place = write_whole_file(
+            target,
+            &one_chunk_job("new", b"fresh", true),
+            b"fresh",
+            true,
+        )
+        .unwrap();
         assert!(in_place);
         assert_eq!(fs::read(target.join("new")).unwrap(), b"fresh");
         let mode = fs::metadata(target.join("new"))
@@ -1012,7 +1056,7 @@ mod tests {
         fs::write(target.join("outside"), b"keep me").unwrap();
         fs::hard_link(target.join("outside"), target.join("taken")).unwrap();
         let job = one_chunk_job("taken", b"restored", true);
-        let in_place = write_whole_file(target, &job, b"restored").unwrap();
+        let in_place = write_whole_file(target, &job, b"restored", false).unwrap();
         assert!(
             !in_place,
             "written under its temporary name, to be put in place"

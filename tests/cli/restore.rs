@@ -103,6 +103,30 @@ fn restore_no_sync_into_a_non_empty_target_overwrites_files() {
     overwrites_files(&["--no-sync"]);
 }
 
+#[test]
+fn restore_of_many_files_into_a_non_empty_target_overwrites_them() {
+    // More entries than a restore syncs one by one: whole file systems are synced, and the
+    // files in the way are replaced in batches.
+    let env = TestEnv::init();
+    for i in 0..400 {
+        env.write_file(&format!("d{}/f{i}", i % 4), format!("new {i}").as_bytes());
+    }
+    env.backup_src();
+    let base = env.path("restored");
+    for i in (0..400).step_by(2) {
+        let path = base.join(format!("d{}/f{i}", i % 4));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, format!("old contents of {i}")).unwrap();
+    }
+    env.restore(&env.latest_src(), "restored", &[]);
+    for i in 0..400 {
+        let path = base.join(format!("d{}/f{i}", i % 4));
+        assert_eq!(fs::read(&path).unwrap(), format!("new {i}").as_bytes());
+    }
+    assert_eq!(files_below(&base).len(), 400, "no temporary file left");
+    env.assert_verified();
+}
+
 /// Files, a symlink and a file of several chunks in the way are replaced; what the
 /// snapshot does not name is left alone.
 fn overwrites_files(args: &[&str]) {
