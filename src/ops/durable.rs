@@ -70,6 +70,33 @@ pub(super) fn open_to_sync(path: &Path) -> Result<File> {
         .at(path)
 }
 
+/// Writes everything waiting for every file system to its disk, and waits for it: the way
+/// left when a directory to sync cannot be opened.
+pub(super) fn sync_all_file_systems() {
+    // SAFETY: sync has no preconditions; on Linux it returns once the data is written.
+    unsafe { libc::sync() };
+}
+
+/// The directories that will hold a new entry when `target` is made with its missing
+/// parents: each missing one's parent, up to the first that exists. Empty if `target`
+/// exists.
+pub(super) fn parents_gaining_entries(target: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dir = target;
+    while fs::symlink_metadata(dir).is_err() {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        out.push(parent.to_path_buf());
+        if parent == Path::new(".") || parent == dir {
+            break;
+        }
+        dir = parent;
+    }
+    out
+}
+
 /// Fsyncs a file or directory opened with [`open_to_sync`] (or for writing).
 pub(super) fn sync_one(file: &File, path: &Path) -> Result<()> {
     file.sync_all().map_err(|e| {
@@ -89,24 +116,32 @@ const BATCH_BYTES: u64 = 256 << 20;
 #[derive(Default)]
 pub(super) struct FileSystems {
     dirs: HashMap<u64, (PathBuf, File)>,
+    /// A directory that could not be opened (no read permission): sync every file system.
+    all: bool,
 }
 
 impl FileSystems {
     /// Adds the file system of directory `path`, whose device is `dev`, unless known.
-    pub fn add(&mut self, dev: u64, path: &Path) -> Result<()> {
+    pub fn add(&mut self, dev: u64, path: &Path) {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.dirs.entry(dev) {
-            let dir = File::options()
+            match File::options()
                 .read(true)
                 .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(path)
-                .at(path)?;
-            slot.insert((path.to_path_buf(), dir));
+            {
+                Ok(dir) => {
+                    slot.insert((path.to_path_buf(), dir));
+                }
+                Err(_) => self.all = true,
+            }
         }
-        Ok(())
     }
 
     /// Writes everything waiting for each file system to its disk, and waits for it.
     pub fn sync(&self) -> Result<()> {
+        if self.all {
+            sync_all_file_systems();
+        }
         for (path, dir) in self.dirs.values() {
             // SAFETY: `dir` is an open descriptor owned by `self`.
             if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
@@ -407,9 +442,26 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dev = fs::metadata(dir.path()).unwrap().dev();
         let mut fss = FileSystems::default();
-        fss.add(dev, dir.path()).unwrap();
-        fss.add(dev, &sub).unwrap();
+        fss.add(dev, dir.path());
+        fss.add(dev, &sub);
         assert_eq!(fss.dirs.len(), 1);
+        assert!(!fss.all);
         fss.sync().unwrap();
+        // A directory that cannot be opened: every file system is synced instead.
+        fss.add(dev + 1, &dir.path().join("missing"));
+        assert!(fss.all);
+        fss.sync().unwrap();
+    }
+
+    #[test]
+    fn a_new_target_and_its_new_parents_are_entries_of_their_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        assert!(parents_gaining_entries(base).is_empty());
+        assert_eq!(parents_gaining_entries(&base.join("t")), [base]);
+        assert_eq!(
+            parents_gaining_entries(&base.join("a/b/t")),
+            [base.join("a/b"), base.join("a"), base.to_path_buf()]
+        );
     }
 }

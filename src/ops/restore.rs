@@ -180,11 +180,22 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let _lock = repo.lock(LockKind::Shared, "restore")?;
     let target = &options.target;
+    let parents_gaining_entries = durable::parents_gaining_entries(target);
     fs::create_dir_all(target).at(target)?;
     let plan = plan(repo, root, options)?;
     let durability =
         durable::Durability::for_restore(options.no_sync, plan.files.len() + plan.items.len());
-    execute(repo, plan, target, durability, progress)
+    let report = execute(repo, plan, target, durability, progress)?;
+    // A whole file system's sync covers the target's name; one by one, it is its parent's.
+    if durability == durable::Durability::EachFile {
+        for dir in &parents_gaining_entries {
+            match durable::open_to_sync(dir) {
+                Ok(file) => durable::sync_one(&file, dir)?,
+                Err(_) => durable::sync_all_file_systems(),
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// Plans a restore from the snapshot whose root tree is `root`, writing nothing (but
@@ -451,7 +462,7 @@ fn execute(
     let mut file_systems = durable::FileSystems::default();
     if sync_file_systems {
         use std::os::unix::fs::MetadataExt;
-        file_systems.add(fs::metadata(target).at(target)?.dev(), target)?;
+        file_systems.add(fs::metadata(target).at(target)?.dev(), target);
     }
     for level in &levels {
         let made: Vec<(&Path, Option<u64>)> = level
@@ -463,7 +474,7 @@ fn execute(
                 None => {
                     created_dirs.insert(rel);
                 }
-                Some(dev) if sync_file_systems => file_systems.add(dev, &path_of(target, rel))?,
+                Some(dev) if sync_file_systems => file_systems.add(dev, &path_of(target, rel)),
                 Some(_) => {}
             }
             report.dirs += 1;
@@ -657,18 +668,21 @@ fn execute(
     });
     report.files += links.into_inner();
     // Directories synced one by one are opened before their metadata: a mode may forbid
-    // reading them.
-    let dirs_to_sync: Vec<(PathBuf, File)> = if sync_each {
+    // reading them. One that cannot be opened even so (a directory of the user's that the
+    // user may not read) leaves syncing every file system.
+    let mut dirs_to_sync: Vec<(PathBuf, File)> = Vec::new();
+    let mut sync_all_instead = false;
+    if sync_each {
         let mut paths = vec![target.to_path_buf()];
         paths.extend(levels.iter().flatten().map(|(rel, _)| path_of(target, rel)));
         paths.dedup();
-        paths
-            .into_iter()
-            .map(|p| durable::open_to_sync(&p).map(|dir| (p, dir)))
-            .collect::<Result<_>>()?
-    } else {
-        Vec::new()
-    };
+        for path in paths {
+            match durable::open_to_sync(&path) {
+                Ok(dir) => dirs_to_sync.push((path, dir)),
+                Err(_) => sync_all_instead = true,
+            }
+        }
+    }
     // Directory metadata last, deepest level first, so creating children does not change
     // it and a directory made unreadable does not hide its children's paths.
     for level in levels.iter().rev() {
@@ -684,6 +698,9 @@ fn execute(
         Durability::EachFile => {
             for (path, dir) in &dirs_to_sync {
                 durable::sync_one(dir, path)?;
+            }
+            if sync_all_instead {
+                durable::sync_all_file_systems();
             }
         }
         Durability::Off => {}
