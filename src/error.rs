@@ -62,6 +62,12 @@ impl Error {
         Error::InvalidInput(message.into())
     }
 
+    /// True when a write failed because the file system, or the user's quota on it, is full.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, Error::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+    }
+
     /// True when the error means an object is absent rather than unreadable.
     pub fn is_not_found(&self) -> bool {
         match self {

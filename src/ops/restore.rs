@@ -150,6 +150,10 @@ impl RestorePlan {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn path_of(target: &Path, rel: &Path) -> PathBuf {
     if rel.as_os_str().is_empty() {
         target.to_path_buf()
@@ -443,14 +447,26 @@ fn execute(
         problems,
     } = plan;
     let problems = Mutex::new(problems);
-    let problem = |path: &Path, message: String| {
-        problems
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Problem {
-                path: path.display().to_string(),
-                message,
-            });
+    // The first write that found the file system full: the restore stops there rather than
+    // fail every file after it.
+    let out_of_space: Mutex<Option<Problem>> = Mutex::new(None);
+    let stopped = AtomicBool::new(false);
+    let problem = |path: &Path, e: &Error| {
+        let problem = Problem {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        if e.is_out_of_space() {
+            stopped.store(true, Ordering::Relaxed);
+            // Named by its final path alone, not the temporary one it was written under.
+            let message = match e {
+                Error::Io { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
+            lock(&out_of_space).get_or_insert(Problem { message, ..problem });
+        } else {
+            lock(&problems).push(problem);
+        }
     };
     let mut report = RestoreReport::default();
 
@@ -497,7 +513,7 @@ fn execute(
         }
         Err(e) => {
             let _ = fs::remove_file(&m.temp);
-            problem(&m.final_path, e.to_string());
+            problem(&m.final_path, &e);
         }
     };
     let place = |job: &FileJob| {
@@ -523,7 +539,7 @@ fn execute(
             Ok(()) => place(job),
             Err(e) => {
                 let _ = fs::remove_file(&temp);
-                problem(&target.join(&job.final_path), e.to_string());
+                problem(&target.join(&job.final_path), &e);
             }
         }
     };
@@ -552,6 +568,9 @@ fn execute(
         pack_list.par_iter_mut().for_each(|(pack, blobs)| {
             blobs.sort_by_key(|b| b.loc.offset);
             for range in coalesce(blobs) {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
                 let first = &blobs[range.start];
                 let last = &blobs[range.end - 1];
                 let start = first.loc.offset;
@@ -566,6 +585,9 @@ fn execute(
                     }
                 };
                 blobs[range].par_iter().for_each(|b| {
+                    if stopped.load(Ordering::Relaxed) {
+                        return;
+                    }
                     let at = (b.loc.offset - start) as usize;
                     let plaintext =
                         match repo.open_blob(&b.loc, &data[at..at + b.loc.length as usize]) {
@@ -593,7 +615,7 @@ fn execute(
                                 }
                                 Err(e) => {
                                     job.failed.store(true, Ordering::Relaxed);
-                                    problem(&target.join(&job.final_path), e.to_string());
+                                    problem(&target.join(&job.final_path), &e);
                                 }
                             }
                             continue;
@@ -605,7 +627,7 @@ fn execute(
                             job.node.is_sparse(),
                         ) {
                             job.failed.store(true, Ordering::Relaxed);
-                            problem(&target.join(&job.final_path), e.to_string());
+                            problem(&target.join(&job.final_path), &e);
                             continue;
                         }
                         bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
@@ -632,7 +654,7 @@ fn execute(
                     Ok(()) => {
                         others.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => problem(&path, e.to_string()),
+                    Err(e) => problem(&path, &e),
                 }
             }
         })
@@ -640,10 +662,24 @@ fn execute(
     rayon::join(write_contents, create_specials);
     placer.finish(&placed);
     report.other = others.into_inner();
+    let full = lock(&out_of_space).take();
     for job in &files {
-        if job.failed.load(Ordering::Relaxed) {
+        let unfinished = full.is_some()
+            && job.node.content.len() > 1
+            && job.remaining.load(Ordering::Relaxed) > 0;
+        if job.failed.load(Ordering::Relaxed) || unfinished {
             let _ = fs::remove_file(target.join(&job.temp_path));
         }
+    }
+    if let Some(first) = full {
+        return Err(Error::invalid(format!(
+            "{}: {}\nthe restore stopped there, with {} of {} files written: free some space \
+             and restore again (the files already written are rewritten)",
+            first.path,
+            first.message,
+            finished.load(Ordering::Relaxed),
+            files.len()
+        )));
     }
     report.files = finished.load(Ordering::Relaxed) as u64;
     report.bytes = bytes.load(Ordering::Relaxed);
@@ -662,7 +698,7 @@ fn execute(
                 Ok(()) => {
                     links.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => problem(&path, e.to_string()),
+                Err(e) => problem(&path, &e),
             }
         }
     });
@@ -689,7 +725,7 @@ fn execute(
         level.par_iter().for_each(|(rel, node)| {
             let path = path_of(target, rel);
             if let Err(e) = apply_metadata(&path, node, rel.as_os_str().is_empty()) {
-                problem(&path, e.to_string());
+                problem(&path, &e);
             }
         });
     }
@@ -714,12 +750,12 @@ fn fail_uses(
     blob: &PlannedBlob,
     target: &Path,
     e: &Error,
-    problem: &dyn Fn(&Path, String),
+    problem: &dyn Fn(&Path, &Error),
 ) {
     for u in &blob.uses {
         let job = &files[u.file];
         if !job.failed.swap(true, Ordering::Relaxed) {
-            problem(&target.join(&job.final_path), e.to_string());
+            problem(&target.join(&job.final_path), e);
         }
     }
 }

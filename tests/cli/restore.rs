@@ -455,3 +455,70 @@ fn restore_of_a_wide_deep_tree_recreates_every_entry_with_its_metadata() {
     );
     env.assert_verified();
 }
+
+/// A file system mounted for a test, unmounted when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Mounted {
+    /// A tmpfs of `size` at `dir`, or `None` where this process may not mount one.
+    fn tmpfs(dir: &std::path::Path, size: &str) -> Option<Mounted> {
+        fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status();
+        matches!(status, Ok(s) if s.success()).then(|| Mounted(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn restore_onto_a_full_file_system_stops_at_the_first_file_that_does_not_fit() {
+    let env = TestEnv::init();
+    for i in 0..300 {
+        env.write_file(&format!("f{i:03}"), &pseudo_random(i, 16_000));
+    }
+    env.write_file("big.bin", &pseudo_random(999, 3 << 20));
+    env.backup_src();
+    let target = env.path("small");
+    let Some(_mounted) = Mounted::tmpfs(&target, "1m") else {
+        eprintln!("skipped: this process may not mount a file system");
+        return;
+    };
+    let out = env
+        .arca(&[
+            "restore",
+            &env.latest_src(),
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("the restore stopped there"), "{err}");
+    assert!(
+        err.lines().count() <= 3,
+        "one error, not one per file: {err}"
+    );
+    let leftovers: Vec<_> = entries_below(&target)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".arca-restore-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // What was written is whole.
+    for path in files_below(&target) {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if let Some(i) = name.strip_prefix('f') {
+            let i: u64 = i.parse().unwrap();
+            assert_eq!(fs::read(&path).unwrap(), pseudo_random(i, 16_000));
+        }
+    }
+}
