@@ -65,7 +65,7 @@ impl Error {
     /// True when a write failed because the file system, or the user's quota on it, is full.
     pub fn is_out_of_space(&self) -> bool {
         matches!(self, Error::Io { source, .. }
-            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+            if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
     }
 
     /// True when the error means an object is absent rather than unreadable.

@@ -100,10 +100,10 @@ pub(super) fn parents_gaining_entries(target: &Path) -> Vec<PathBuf> {
 /// Fsyncs a file or directory opened with [`open_to_sync`] (or for writing).
 pub(super) fn sync_one(file: &File, path: &Path) -> Result<()> {
     file.sync_all().map_err(|e| {
-        Error::invalid(format!(
-            "{}: could not be written to the disk: {e}",
-            path.display()
-        ))
+        Error::io(
+            path,
+            io::Error::new(e.kind(), format!("could not be written to the disk: {e}")),
+        )
     })
 }
 
@@ -118,6 +118,9 @@ pub(super) struct FileSystems {
     dirs: HashMap<u64, (PathBuf, File)>,
     /// A directory that could not be opened (no read permission): sync every file system.
     all: bool,
+    /// The first sync that failed. The kernel reports a lost write-back once per open
+    /// file, to whichever sync comes first: every later sync must fail as well.
+    failed: Mutex<Option<(PathBuf, io::ErrorKind, String)>>,
 }
 
 impl FileSystems {
@@ -139,20 +142,30 @@ impl FileSystems {
 
     /// Writes everything waiting for each file system to its disk, and waits for it.
     pub fn sync(&self) -> Result<()> {
-        if self.all {
-            sync_all_file_systems();
-        }
-        for (path, dir) in self.dirs.values() {
-            // SAFETY: `dir` is an open descriptor owned by `self`.
-            if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-                let e = io::Error::last_os_error();
-                return Err(Error::invalid(format!(
-                    "{}: the restored files could not be written to the disk: {e}",
-                    path.display()
-                )));
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.is_none() {
+            if self.all {
+                sync_all_file_systems();
+            }
+            for (path, dir) in self.dirs.values() {
+                // SAFETY: `dir` is an open descriptor owned by `self`.
+                if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+                    let e = io::Error::last_os_error();
+                    *failed = Some((path.clone(), e.kind(), e.to_string()));
+                    break;
+                }
             }
         }
-        Ok(())
+        match &*failed {
+            None => Ok(()),
+            Some((path, kind, e)) => Err(Error::io(
+                path,
+                io::Error::new(
+                    *kind,
+                    format!("the restored files could not be written to the disk: {e}"),
+                ),
+            )),
+        }
     }
 }
 
@@ -188,6 +201,8 @@ pub(super) fn rename_unless_taken(from: &Path, to: &Path) -> io::Result<bool> {
 /// A restored file written under a temporary name, to be renamed to its final one.
 #[derive(Debug)]
 pub(super) struct Move {
+    /// Which file of the restore it is.
+    pub file: usize,
     pub temp: PathBuf,
     pub final_path: PathBuf,
     /// Its size: what waits in a batch is bounded in bytes too.
@@ -210,6 +225,16 @@ pub(super) struct Placer<'a> {
 struct Batch {
     moves: Vec<Move>,
     bytes: u64,
+}
+
+impl Drop for Placer<'_> {
+    /// A restore that ended before [`finish`](Placer::finish) leaves no temporary file.
+    fn drop(&mut self) {
+        let batch = self.waiting.get_mut().unwrap_or_else(|e| e.into_inner());
+        for m in batch.moves.drain(..) {
+            let _ = fs::remove_file(&m.temp);
+        }
+    }
 }
 
 impl<'a> Placer<'a> {
@@ -266,13 +291,15 @@ impl<'a> Placer<'a> {
                 done(m, fs::rename(&m.temp, &m.final_path).at(&m.final_path))
             }),
             Err(e) => {
+                let kind = match &e {
+                    Error::Io { source, .. } => source.kind(),
+                    _ => io::ErrorKind::Other,
+                };
                 for m in &moves {
-                    done(
-                        m,
-                        Err(Error::invalid(format!(
-                            "left as it was: the restored contents could not be made durable ({e})"
-                        ))),
+                    let why = format!(
+                        "left as it was: the restored contents could not be made durable ({e})"
                     );
+                    done(m, Err(Error::io(&m.final_path, io::Error::new(kind, why))));
                 }
             }
         }
@@ -292,6 +319,7 @@ mod tests {
                 fs::write(&final_path, b"old").unwrap();
                 fs::write(&temp, b"new").unwrap();
                 Move {
+                    file: i,
                     temp,
                     final_path,
                     bytes: 3,
@@ -360,6 +388,7 @@ mod tests {
         };
         placer.place(
             Move {
+                file: 0,
                 temp: temp.clone(),
                 final_path: final_path.clone(),
                 bytes: 3,
@@ -447,6 +476,16 @@ mod tests {
         assert_eq!(fss.dirs.len(), 1);
         assert!(!fss.all);
         fss.sync().unwrap();
+        // Once a sync has failed, every later one fails too.
+        *fss.failed.lock().unwrap() = Some((
+            dir.path().to_path_buf(),
+            io::ErrorKind::StorageFull,
+            "no space".into(),
+        ));
+        let e = fss.sync().unwrap_err();
+        assert!(e.is_out_of_space(), "{e}");
+        assert!(fss.sync().is_err());
+        *fss.failed.lock().unwrap() = None;
         // A directory that cannot be opened: every file system is synced instead.
         fss.add(dev + 1, &dir.path().join("missing"));
         assert!(fss.all);

@@ -449,14 +449,16 @@ fn execute(
     let problems = Mutex::new(problems);
     // The first write that found the file system full: the restore stops there rather than
     // fail every file after it.
+    // Once contents are written, a full disk is a problem like any other.
     let out_of_space: Mutex<Option<Problem>> = Mutex::new(None);
     let stopped = AtomicBool::new(false);
+    let contents_written = AtomicBool::new(false);
     let problem = |path: &Path, e: &Error| {
         let problem = Problem {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        if e.is_out_of_space() {
+        if e.is_out_of_space() && !contents_written.load(Ordering::Relaxed) {
             stopped.store(true, Ordering::Relaxed);
             // Named by its final path alone, not the temporary one it was written under.
             let message = match e {
@@ -512,19 +514,21 @@ fn execute(
             finished.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => {
+            files[m.file].failed.store(true, Ordering::Relaxed);
             let _ = fs::remove_file(&m.temp);
             problem(&m.final_path, &e);
         }
     };
-    let place = |job: &FileJob| {
+    let place = |job: &FileJob, file: usize| {
         let m = durable::Move {
+            file,
             temp: target.join(&job.temp_path),
             final_path: target.join(&job.final_path),
             bytes: job.node.size,
         };
         placer.place(m, &placed);
     };
-    let finish_file = |job: &FileJob| {
+    let finish_file = |job: &FileJob, file: usize| {
         let temp = target.join(&job.temp_path);
         let finished = if sync_each {
             // Opened before the metadata: the file's mode may forbid reading it.
@@ -536,28 +540,35 @@ fn execute(
             apply_metadata(&temp, &job.node, false)
         };
         match finished {
-            Ok(()) => place(job),
+            Ok(()) => place(job, file),
             Err(e) => {
                 let _ = fs::remove_file(&temp);
                 problem(&target.join(&job.final_path), &e);
             }
         }
     };
-    files.par_iter().try_for_each(|job| -> Result<()> {
+    files.par_iter().enumerate().for_each(|(n, job)| {
         let temp = target.join(&job.temp_path);
         // A file of one chunk is created, written and finished when its chunk arrives.
         if job.failed.load(Ordering::Relaxed) || job.node.content.len() == 1 {
-            return Ok(());
+            return;
         }
-        let file = create_new(&temp).at(&temp)?;
-        if job.node.size > 0 {
-            file.set_len(job.node.size).at(&temp)?;
-        } else {
-            drop(file);
-            finish_file(job);
+        let created = create_new(&temp).at(&temp).and_then(|file| {
+            if job.node.size > 0 {
+                file.set_len(job.node.size).at(&temp)
+            } else {
+                Ok(())
+            }
+        });
+        match created {
+            Ok(()) if job.node.size == 0 => finish_file(job, n),
+            Ok(()) => {}
+            Err(e) => {
+                job.failed.store(true, Ordering::Relaxed);
+                problem(&target.join(&job.final_path), &e);
+            }
         }
-        Ok(())
-    })?;
+    });
 
     // Contents: every pack once, several at a time, the blobs of each read side by side.
     // Symlinks, fifos and devices are created meanwhile.
@@ -608,7 +619,7 @@ fn execute(
                                     if in_place {
                                         finished.fetch_add(1, Ordering::Relaxed);
                                     } else {
-                                        place(job);
+                                        place(job, u.file);
                                     }
                                     bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
                                     progress.advance(0, plaintext.len() as u64);
@@ -637,7 +648,7 @@ fn execute(
                             .fetch_sub(plaintext.len() as u64, Ordering::AcqRel)
                             - plaintext.len() as u64;
                         if left == 0 {
-                            finish_file(job);
+                            finish_file(job, u.file);
                         }
                     }
                 });
@@ -645,12 +656,26 @@ fn execute(
         })
     };
     let others = AtomicU64::new(0);
+    // An entry in a directory the restore made is made in place; elsewhere under a temporary
+    // name, renamed over whatever is in the way.
+    let in_new_dir = |rel: &Path| rel.parent().is_some_and(|dir| created_dirs.contains(dir));
     let create_specials = || {
-        items.par_iter().for_each(|item| {
+        items.par_iter().enumerate().for_each(|(i, item)| {
+            if stopped.load(Ordering::Relaxed) {
+                return;
+            }
             if let Item::Special(rel, node) = item {
                 let path = path_of(target, rel);
-                match create_special(&path, node).and_then(|()| apply_metadata(&path, node, false))
-                {
+                let made = |at: &Path| {
+                    create_special(at, node).and_then(|()| apply_metadata(at, node, false))
+                };
+                let result = if in_new_dir(rel) {
+                    made(&path)
+                } else {
+                    let temp = target.join(temp_name(rel, files.len() + i));
+                    replace_with(&path, &temp, made)
+                };
+                match result {
                     Ok(()) => {
                         others.fetch_add(1, Ordering::Relaxed);
                     }
@@ -662,6 +687,7 @@ fn execute(
     rayon::join(write_contents, create_specials);
     placer.finish(&placed);
     report.other = others.into_inner();
+    contents_written.store(true, Ordering::Relaxed);
     let full = lock(&out_of_space).take();
     for job in &files {
         let unfinished = full.is_some()
@@ -691,10 +717,28 @@ fn execute(
         file_systems.sync()?;
     }
     let links = AtomicU64::new(0);
-    items.par_iter().for_each(|item| {
-        if let Item::HardLink { path, first } = item {
-            let (path, first) = (path_of(target, path), path_of(target, first));
-            match clear_non_dir(&path).and_then(|()| fs::hard_link(&first, &path).at(&path)) {
+    let not_restored: HashSet<&Path> = files
+        .iter()
+        .filter(|job| job.failed.load(Ordering::Relaxed))
+        .map(|job| job.final_path.as_path())
+        .collect();
+    items.par_iter().enumerate().for_each(|(i, item)| {
+        if let Item::HardLink { path: rel, first } = item {
+            if not_restored.contains(first.as_path()) {
+                let e = Error::invalid(format!(
+                    "not linked: {} could not be restored",
+                    path_of(target, first).display()
+                ));
+                return problem(&path_of(target, rel), &e);
+            }
+            let (path, first) = (path_of(target, rel), path_of(target, first));
+            let link = |at: &Path| fs::hard_link(&first, at).at(at);
+            let result = if in_new_dir(rel) {
+                link(&path)
+            } else {
+                replace_with(&path, &target.join(temp_name(rel, files.len() + i)), link)
+            };
+            match result {
                 Ok(()) => {
                     links.fetch_add(1, Ordering::Relaxed);
                 }
@@ -919,8 +963,20 @@ fn non_zero_runs(data: &[u8], offset: u64) -> Vec<(usize, usize)> {
     runs
 }
 
+/// Makes an entry with `make` at `temp`, next to `path`, and renames it over whatever is at
+/// `path`: at every instant `path` names the old entry or the new one.
+fn replace_with(path: &Path, temp: &Path, make: impl Fn(&Path) -> Result<()>) -> Result<()> {
+    // Left by an interrupted restore: it is ours to replace.
+    clear_non_dir(temp)?;
+    let result = make(temp).and_then(|()| fs::rename(temp, path).at(path));
+    // Gone once renamed, unless `path` already was another name of the same file (then
+    // rename leaves both), or something failed.
+    let _ = fs::remove_file(temp);
+    result
+}
+
+/// Creates a symlink or special file at `path`, where nothing may be.
 fn create_special(path: &Path, node: &Node) -> Result<()> {
-    clear_non_dir(path)?;
     match node.kind {
         NodeKind::Symlink => {
             std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path).at(path)

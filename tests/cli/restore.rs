@@ -107,31 +107,37 @@ fn restore_no_sync_into_a_non_empty_target_overwrites_files() {
 fn restore_of_many_files_into_a_non_empty_target_overwrites_them() {
     // More entries than a restore syncs one by one: whole file systems are synced, and the
     // files in the way are replaced in batches.
+    // 4,200 of them: one full batch is synced and renamed while contents are still being
+    // written, the rest at the end.
     let env = TestEnv::init();
-    for i in 0..400 {
+    for i in 0..4200 {
         env.write_file(&format!("d{}/f{i}", i % 4), format!("new {i}").as_bytes());
     }
     env.backup_src();
     let base = env.path("restored");
-    for i in (0..400).step_by(2) {
+    for i in 0..4200 {
         let path = base.join(format!("d{}/f{i}", i % 4));
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, format!("old contents of {i}")).unwrap();
     }
     env.restore(&env.latest_src(), "restored", &[]);
-    for i in 0..400 {
+    for i in 0..4200 {
         let path = base.join(format!("d{}/f{i}", i % 4));
         assert_eq!(fs::read(&path).unwrap(), format!("new {i}").as_bytes());
     }
-    assert_eq!(files_below(&base).len(), 400, "no temporary file left");
+    assert_eq!(files_below(&base).len(), 4200, "no temporary file left");
     env.assert_verified();
 }
 
-/// Files, a symlink and a file of several chunks in the way are replaced; what the
-/// snapshot does not name is left alone.
+/// Files, a symlink and a file of several chunks in the way are replaced, and so are files
+/// in the way of a symlink and of a hard link; what the snapshot does not name is left
+/// alone. Restoring again over the result changes nothing.
 fn overwrites_files(args: &[&str]) {
+    use std::os::unix::fs::MetadataExt;
     let env = populated();
     env.write_file("big.bin", &pseudo_random(2, 3 << 20));
+    std::os::unix::fs::symlink("notes.txt", env.src.join("link")).unwrap();
+    fs::hard_link(env.src.join("data/b.txt"), env.src.join("data/hard")).unwrap();
     env.backup_src();
     let base = env.path("restored");
     fs::create_dir_all(base.join("data/deep")).unwrap();
@@ -140,7 +146,18 @@ fn overwrites_files(args: &[&str]) {
     fs::write(base.join("big.bin"), pseudo_random(3, 1 << 20)).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", base.join("data/deep/c.txt")).unwrap();
     fs::write(base.join("unrelated"), b"left alone").unwrap();
+    fs::write(base.join("link"), b"in the way of a symlink").unwrap();
+    fs::write(base.join("data/hard"), b"in the way of a hard link").unwrap();
     env.restore(&env.latest_src(), "restored", args);
+    env.restore(&env.latest_src(), "restored", args);
+    assert_eq!(
+        fs::read_link(base.join("link")).unwrap(),
+        std::path::Path::new("notes.txt")
+    );
+    assert_eq!(
+        fs::metadata(base.join("data/hard")).unwrap().ino(),
+        fs::metadata(base.join("data/b.txt")).unwrap().ino()
+    );
     assert_eq!(fs::read(base.join("notes.txt")).unwrap(), b"notes");
     assert_eq!(fs::read(base.join("data/b.txt")).unwrap(), b"bee");
     assert_eq!(
@@ -491,6 +508,8 @@ fn restore_onto_a_full_file_system_stops_at_the_first_file_that_does_not_fit() {
         eprintln!("skipped: this process may not mount a file system");
         return;
     };
+    // A file in the way keeps its old contents unless it was replaced whole.
+    fs::write(target.join("f299"), b"old").unwrap();
     let out = env
         .arca(&[
             "restore",
@@ -508,6 +527,12 @@ fn restore_onto_a_full_file_system_stops_at_the_first_file_that_does_not_fit() {
         err.lines().count() <= 3,
         "one error, not one per file: {err}"
     );
+    assert!(err.contains(" of 301 files written"), "{err}");
+    let in_the_way = fs::read(target.join("f299")).unwrap();
+    assert!(
+        in_the_way == b"old" || in_the_way == pseudo_random(299, 16_000),
+        "f299 is neither its old contents nor its new"
+    );
     let leftovers: Vec<_> = entries_below(&target)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(".arca-restore-"))
@@ -516,9 +541,10 @@ fn restore_onto_a_full_file_system_stops_at_the_first_file_that_does_not_fit() {
     // What was written is whole.
     for path in files_below(&target) {
         let name = path.file_name().unwrap().to_str().unwrap();
-        if let Some(i) = name.strip_prefix('f') {
+        if let Some(i) = name.strip_prefix('f').filter(|_| name != "f299") {
             let i: u64 = i.parse().unwrap();
-            assert_eq!(fs::read(&path).unwrap(), pseudo_random(i, 16_000));
+            let whole = fs::read(&path).unwrap() == pseudo_random(i, 16_000);
+            assert!(whole, "{name} was left short");
         }
     }
 }
