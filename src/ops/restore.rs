@@ -498,12 +498,11 @@ fn execute(
             report.dirs += 1;
         }
     }
+    // An entry in a directory the restore made is made in place: nothing can be in its way.
+    // Elsewhere it is made under a temporary name and renamed over whatever is there.
+    let in_new_dir = |rel: &Path| rel.parent().is_some_and(|dir| created_dirs.contains(dir));
     for job in &mut files {
-        job.in_place = job.node.content.len() == 1
-            && job
-                .final_path
-                .parent()
-                .is_some_and(|dir| created_dirs.contains(dir));
+        job.in_place = job.node.content.len() == 1 && in_new_dir(&job.final_path);
     }
     let sync = || file_systems.sync();
     // Each file synced by itself is durable before it is placed: then it needs no batch.
@@ -656,9 +655,6 @@ fn execute(
         })
     };
     let others = AtomicU64::new(0);
-    // An entry in a directory the restore made is made in place; elsewhere under a temporary
-    // name, renamed over whatever is in the way.
-    let in_new_dir = |rel: &Path| rel.parent().is_some_and(|dir| created_dirs.contains(dir));
     let create_specials = || {
         items.par_iter().enumerate().for_each(|(i, item)| {
             if stopped.load(Ordering::Relaxed) {

@@ -300,11 +300,7 @@ impl TwoPacks {
             .find(|l| l.contains("one.bin"))
             .unwrap_or_else(|| panic!("no warning: {err}"));
         assert!(warning.starts_with("arca: warning: "), "{warning}");
-        let leftovers: Vec<_> = entries_below(&target)
-            .into_iter()
-            .filter(|p| p.to_string_lossy().contains(".arca-restore-"))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert_no_temporary_files(&target);
     }
 
     /// `verify ARGS` exits 3; returns its standard output.

@@ -171,11 +171,7 @@ fn overwrites_files(args: &[&str]) {
     );
     assert_eq!(fs::read(&c).unwrap(), b"sea");
     assert_eq!(fs::read(base.join("unrelated")).unwrap(), b"left alone");
-    let leftovers: Vec<_> = entries_below(&base)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(".arca-restore-"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_no_temporary_files(&base);
     env.assert_verified();
 }
 
@@ -210,11 +206,7 @@ fn restore_leaves_no_temporary_files() {
     env.write_file("empty", b"");
     env.backup_src();
     let restored = env.restore(&env.latest_src(), "restored", &[]);
-    let leftovers: Vec<_> = entries_below(&restored)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(".arca-restore-"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_no_temporary_files(&restored);
     assert_eq!(
         fs::read(restored.join("big.bin")).unwrap(),
         pseudo_random(5, 3 << 20)
@@ -347,11 +339,7 @@ fn restore_reports_a_directory_in_the_way_of_a_file_and_restores_the_rest() {
         "restore removed a directory in its way"
     );
     assert_eq!(fs::read(target.join("data/deep/c.txt")).unwrap(), b"sea");
-    let leftovers: Vec<_> = entries_below(&target)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(".arca-restore-"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_no_temporary_files(&target);
     env.assert_verified();
 }
 
@@ -533,11 +521,7 @@ fn restore_onto_a_full_file_system_stops_at_the_first_file_that_does_not_fit() {
         in_the_way == b"old" || in_the_way == pseudo_random(299, 16_000),
         "f299 is neither its old contents nor its new"
     );
-    let leftovers: Vec<_> = entries_below(&target)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(".arca-restore-"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_no_temporary_files(&target);
     // What was written is whole.
     for path in files_below(&target) {
         let name = path.file_name().unwrap().to_str().unwrap();

@@ -311,6 +311,15 @@ pub fn entries_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Fails if a restore left a temporary file (`.arca-restore-…`) anywhere below `dir`.
+pub fn assert_no_temporary_files(dir: &Path) {
+    let leftovers: Vec<_> = entries_below(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".arca-restore-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 /// Every regular file below `dir`, sorted.
 pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     entries_below(dir)
