@@ -215,8 +215,8 @@ pub(super) type Done<'a> = &'a (dyn Fn(&Move, Result<()>) + Sync);
 /// Puts restored files in place, holding back those that replace something until a sync
 /// has made their contents durable (see the module's text).
 pub(super) struct Placer<'a> {
-    /// How to make everything written so far durable; `None` renames every file at once
-    /// and never waits for the disk (`restore --no-sync`).
+    /// How to make everything written so far durable; `None` renames every file at once:
+    /// with `restore --no-sync`, or when each file was fsynced before it is placed.
     sync: Option<&'a (dyn Fn() -> Result<()> + Sync)>,
     waiting: Mutex<Batch>,
 }
