@@ -398,6 +398,7 @@ impl LocalIndex {
             .prepare_cached("INSERT INTO packs (id, size) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET size = excluded.size RETURNING num")
             .map_err(|e| self.err(e))?;
         let mut insert_blob = conn.prepare_cached(insert_blob).map_err(|e| self.err(e))?;
+        let mut blobs = Vec::with_capacity(segment.packs.iter().map(|p| p.blobs.len()).sum());
         for pack in &segment.packs {
             let num: i64 = insert_pack
                 .query_row(
@@ -405,18 +406,23 @@ impl LocalIndex {
                     |r| r.get(0),
                 )
                 .map_err(|e| self.err(e))?;
-            for b in &pack.blobs {
-                insert_blob
-                    .execute(params![
-                        b.id.as_bytes().as_slice(),
-                        num,
-                        b.kind as u8,
-                        b.offset as i64,
-                        b.length,
-                        b.raw_length
-                    ])
-                    .map_err(|e| self.err(e))?;
-            }
+            blobs.extend(pack.blobs.iter().map(|b| (b, num)));
+        }
+        // In id order: blob ids are random, so inserted as they come each would land on a
+        // page of its own, and a table larger than the page cache would have its pages
+        // written out and dirtied again many times in one transaction.
+        blobs.sort_unstable_by(|a, b| (a.0.id, a.1).cmp(&(b.0.id, b.1)));
+        for (b, num) in blobs {
+            insert_blob
+                .execute(params![
+                    b.id.as_bytes().as_slice(),
+                    num,
+                    b.kind as u8,
+                    b.offset as i64,
+                    b.length,
+                    b.raw_length
+                ])
+                .map_err(|e| self.err(e))?;
         }
         conn.execute(
             "INSERT OR IGNORE INTO segments VALUES (?1)",
