@@ -411,7 +411,7 @@ impl LocalIndex {
         // In id order: blob ids are random, so inserted as they come each would land on a
         // page of its own, and a table larger than the page cache would have its pages
         // written out and dirtied again many times in one transaction.
-        blobs.sort_unstable_by(|a, b| (a.0.id, a.1).cmp(&(b.0.id, b.1)));
+        blobs.sort_unstable_by_key(|(blob, pack)| (blob.id, *pack));
         for (b, num) in blobs {
             insert_blob
                 .execute(params![
