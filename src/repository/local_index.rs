@@ -6,11 +6,13 @@
 use std::collections::HashSet;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, RwLock};
 
 use rayon::prelude::*;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::id_filter::IdFilter;
 use crate::error::{Error, Result};
 use crate::format::index::IndexSegment;
 use crate::format::pack::BlobKind;
@@ -56,10 +58,42 @@ const LOOKUPS_PER_TRANSACTION: usize = 4096;
 /// How long a statement waits for another process's write to the database to end.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Whether to build the id filter is decided every this many lookups made without it.
+const FILTER_CHECK_EVERY: u64 = 1024;
+
+/// The filter is built once the lookups made without it come to this fraction of the
+/// blobs indexed (estimated from the database's size): reading every id to build it then
+/// costs less than the lookups it has already cost.
+const FILTER_BUILD_FRACTION: u64 = 16;
+
+/// Database bytes per indexed blob, for that estimate (the table and its index by pack).
+const DATABASE_BYTES_PER_BLOB: u64 = 96;
+
+/// Beyond this many blobs the filter is not built (for this many it takes 29 MiB).
+const FILTER_MAX_IDS: u64 = 16_000_000;
+
+/// Room in a new filter: for the blobs indexed, half as many again, and at least this many.
+const FILTER_MIN_CAPACITY: usize = 1 << 20;
+
 pub struct LocalIndex {
     path: PathBuf,
     pool: Mutex<Pool>,
     connection_returned: Condvar,
+    /// In front of [`contains`](Self::contains), once enough lookups have been made.
+    filter: RwLock<FilterState>,
+    /// Lookups [`contains`](Self::contains) made in the database while there was no filter.
+    unfiltered_lookups: AtomicU64,
+}
+
+/// The id filter in front of the database. Whenever built, it holds every blob id in the
+/// database, except while [`LocalIndex::add_segment`] is adding a segment: those blobs are
+/// added to the filter just after they are committed, and a caller adding a segment holds
+/// its own claim to them until then.
+enum FilterState {
+    NotBuilt,
+    Built(IdFilter),
+    /// The index is too large for one.
+    TooLarge,
 }
 
 struct Pool {
@@ -103,6 +137,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Many segments loaded in one transaction, as when a new cache is filled or an index is
 /// rebuilt. Their blobs are staged in the order they come, then inserted in id order: blob
 /// ids are random, so inserting each segment's blobs as they come would rewrite nearly
@@ -123,6 +165,10 @@ impl BulkLoad<'_> {
 
     /// Moves the staged blobs into place and commits.
     pub fn finish(mut self) -> Result<()> {
+        // The id filter would not know the new blobs: dropped as they become visible.
+        let mut filter = write(&self.index.filter);
+        *filter = FilterState::NotBuilt;
+        self.index.unfiltered_lookups.store(0, Ordering::Relaxed);
         self.conn
             .execute_batch(
                 "INSERT OR IGNORE INTO blobs SELECT * FROM temp.staged ORDER BY id, pack;
@@ -198,6 +244,8 @@ impl LocalIndex {
                 open: 1,
             }),
             connection_returned: Condvar::new(),
+            filter: RwLock::new(FilterState::NotBuilt),
+            unfiltered_lookups: AtomicU64::new(0),
         };
         let stored_repo: Option<Vec<u8>> = index.query_meta("repo_id")?;
         let stored_schema: Option<Vec<u8>> = index.query_meta("schema")?;
@@ -328,6 +376,7 @@ impl LocalIndex {
 
     /// Forgets everything but the repository id.
     pub fn clear(&self) -> Result<()> {
+        self.drop_filter();
         self.conn()?
             .execute_batch(
                 "DELETE FROM segments; DELETE FROM superseded; DELETE FROM packs; DELETE FROM blobs;",
@@ -362,10 +411,24 @@ impl LocalIndex {
 
     /// Loads one index segment, in one transaction.
     pub fn add_segment(&self, id: IndexId, segment: &IndexSegment) -> Result<()> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        self.insert_segment(&tx, id, segment, INSERT_BLOB)?;
-        tx.commit().map_err(|e| self.err(e))
+        {
+            let mut conn = self.conn()?;
+            let tx = conn.transaction().map_err(|e| self.err(e))?;
+            self.insert_segment(&tx, id, segment, INSERT_BLOB)?;
+            tx.commit().map_err(|e| self.err(e))?;
+        }
+        let mut state = write(&self.filter);
+        if let FilterState::Built(filter) = &mut *state {
+            for blob in segment.packs.iter().flat_map(|p| &p.blobs) {
+                filter.insert(&blob.id);
+            }
+            if filter.is_overfull() {
+                // Built again, larger, once enough lookups have been made without it.
+                *state = FilterState::NotBuilt;
+                self.unfiltered_lookups.store(0, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Starts loading many segments at once; see [`BulkLoad`].
@@ -439,13 +502,94 @@ impl LocalIndex {
         Ok(())
     }
 
+    /// Whether the index holds blob `id`.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+        let unfiltered = match &*read(&self.filter) {
+            FilterState::Built(filter) if !filter.may_contain(id) => return Ok(false),
+            FilterState::Built(_) => false,
+            FilterState::NotBuilt => true,
+            FilterState::TooLarge => false,
+        };
+        let found = {
+            let conn = self.conn()?;
+            let mut stmt = conn
+                .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+                .map_err(|e| self.err(e))?;
+            stmt.exists(params![id.as_bytes().as_slice()])
+                .map_err(|e| self.err(e))?
+        };
+        if unfiltered {
+            let lookups = self.unfiltered_lookups.fetch_add(1, Ordering::Relaxed) + 1;
+            if lookups % FILTER_CHECK_EVERY == 0 {
+                self.consider_filter(lookups)?;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Builds the id filter if `lookups` made without it have come to
+    /// [`FILTER_BUILD_FRACTION`] of the blobs indexed.
+    fn consider_filter(&self, lookups: u64) -> Result<()> {
+        let bytes: i64 = self
+            .conn()?
+            .query_row(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| self.err(e))?;
-        stmt.exists(params![id.as_bytes().as_slice()])
-            .map_err(|e| self.err(e))
+        let blobs = bytes.max(0) as u64 / DATABASE_BYTES_PER_BLOB;
+        if blobs > FILTER_MAX_IDS {
+            *write(&self.filter) = FilterState::TooLarge;
+        } else if lookups >= blobs / FILTER_BUILD_FRACTION {
+            self.build_filter()?;
+        }
+        Ok(())
+    }
+
+    /// Reads every blob id in the database into a new filter. Lookups wait meanwhile, and
+    /// a segment committed meanwhile is added to the filter once it is built.
+    fn build_filter(&self) -> Result<()> {
+        let mut state = write(&self.filter);
+        if !matches!(*state, FilterState::NotBuilt) {
+            return Ok(());
+        }
+        let conn = self.conn()?;
+        conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
+        let built = (|| {
+            let count: i64 = conn
+                .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
+                .map_err(|e| self.err(e))?;
+            let count = count.max(0) as u64;
+            if count > FILTER_MAX_IDS {
+                return Ok(FilterState::TooLarge);
+            }
+            let capacity = (count as usize + count as usize / 2).max(FILTER_MIN_CAPACITY);
+            let mut filter = IdFilter::with_capacity(capacity);
+            let mut stmt = conn
+                .prepare_cached("SELECT id FROM blobs")
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+                let id = row.get_ref(0).map_err(|e| self.err(e))?;
+                let Some(id) = id.as_blob().ok().and_then(BlobId::from_slice) else {
+                    // Not an id this index would have written: keep asking the database.
+                    return Ok(FilterState::TooLarge);
+                };
+                filter.insert(&id);
+            }
+            Ok(FilterState::Built(filter))
+        })();
+        let end = conn.execute_batch("COMMIT");
+        *state = built?;
+        end.map_err(|e| self.err(e))
+    }
+
+    /// Drops the filter before blobs enter the database other than through
+    /// [`add_segment`](Self::add_segment); it is built again when worth it.
+    fn drop_filter(&self) {
+        *write(&self.filter) = FilterState::NotBuilt;
+        self.unfiltered_lookups.store(0, Ordering::Relaxed);
     }
 
     /// Where a blob is stored; of several copies, the one in the most recently indexed pack.
@@ -742,6 +886,91 @@ mod tests {
         let mut n = 0;
         index.for_each_blob(|_| n += 1).unwrap();
         assert_eq!(n, 1);
+    }
+
+    fn filter_is_built(index: &LocalIndex) -> bool {
+        matches!(*read(&index.filter), FilterState::Built(_))
+    }
+
+    /// Enough lookups of blobs not in the index to have the filter built.
+    fn look_up_absent_blobs(index: &LocalIndex) {
+        for n in 0..FILTER_CHECK_EVERY {
+            let id = BlobId(*blake3::hash(&n.to_le_bytes()).as_bytes());
+            assert!(!index.contains(&id).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_id_filter_keeps_every_blob_that_enters_the_index() {
+        let (_dir, index) = index_holding(&[10, 11]);
+        assert!(!filter_is_built(&index));
+        look_up_absent_blobs(&index);
+        assert!(filter_is_built(&index), "built after many lookups");
+        let present = |b: u8| index.contains(&BlobId([b; 32])).unwrap();
+        assert!(present(10) && present(11) && !present(12));
+
+        // A segment added after the filter was built.
+        index
+            .add_segment(IndexId([8; 32]), &segment(2, &[12]))
+            .unwrap();
+        assert!(filter_is_built(&index));
+        assert!(present(12));
+
+        // Blobs loaded in bulk: the filter is dropped, and built again later with them.
+        let mut bulk = index.bulk_load().unwrap();
+        bulk.add_segment(IndexId([7; 32]), &segment(3, &[13]))
+            .unwrap();
+        bulk.finish().unwrap();
+        assert!(!filter_is_built(&index));
+        assert!(present(13));
+        look_up_absent_blobs(&index);
+        assert!(filter_is_built(&index));
+        assert!(present(10) && present(12) && present(13) && !present(14));
+
+        // Dropped packs: the filter still says "perhaps", the database "no".
+        index.drop_packs(&[PackId([1; 32])]).unwrap();
+        assert!(!present(10) && present(12));
+
+        index.clear().unwrap();
+        assert!(!filter_is_built(&index));
+        assert!(!present(12));
+    }
+
+    #[test]
+    fn an_overfull_id_filter_is_dropped_not_trusted() {
+        let (_dir, index) = index_holding(&[10]);
+        *write(&index.filter) = FilterState::Built({
+            let mut filter = IdFilter::with_capacity(2);
+            filter.insert(&BlobId([10; 32]));
+            filter
+        });
+        let many: Vec<u8> = (20..120).collect();
+        index
+            .add_segment(IndexId([8; 32]), &segment(2, &many))
+            .unwrap();
+        assert!(!filter_is_built(&index));
+        assert!(
+            many.iter()
+                .all(|&b| index.contains(&BlobId([b; 32])).unwrap())
+        );
+        look_up_absent_blobs(&index);
+        assert!(filter_is_built(&index));
+        assert!(
+            many.iter()
+                .all(|&b| index.contains(&BlobId([b; 32])).unwrap())
+        );
+    }
+
+    #[test]
+    fn no_filter_for_an_index_that_is_large_for_the_lookups_made() {
+        let (_dir, index) = index_holding(&[10]);
+        index.consider_filter(1).unwrap();
+        assert!(
+            !filter_is_built(&index),
+            "one lookup is not worth reading the index"
+        );
+        index.consider_filter(FILTER_CHECK_EVERY).unwrap();
+        assert!(filter_is_built(&index));
     }
 
     #[test]

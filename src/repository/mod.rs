@@ -3,6 +3,7 @@
 //! Operations (backup, restore, verify, …) work through this type and never touch the
 //! storage trait directly.
 
+mod id_filter;
 mod keys;
 pub mod local_index;
 mod lock;
