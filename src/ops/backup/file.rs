@@ -69,18 +69,37 @@ impl Drop for ScratchBuffer {
 /// How much of a large file is read and chunked at a time.
 const SEGMENT_LEN: usize = 8 << 20;
 
-fn open_source(path: &Path) -> std::io::Result<File> {
-    let base = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+/// Opens the file at `path` for reading; through `parent`, its directory, when the walk
+/// has that open, which spares the kernel a lookup of every component of the path.
+fn open_source(parent: Option<&File>, name: &[u8], path: &Path) -> std::io::Result<File> {
+    let base = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let open = |flags: libc::c_int| match parent {
+        Some(dir) => open_at(dir, name, flags),
+        None => File::options().read(true).custom_flags(flags).open(path),
+    };
     // O_NOATIME keeps backups from touching access times, but only the owner may use it.
-    match File::options()
-        .read(true)
-        .custom_flags(base | libc::O_NOATIME)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            File::options().read(true).custom_flags(base).open(path)
-        }
+    match open(base | libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(base),
         other => other,
+    }
+}
+
+/// `openat(2)`: the entry `name` of the open directory `dir`.
+fn open_at(dir: &File, name: &[u8], flags: libc::c_int) -> std::io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let name =
+        std::ffi::CString::new(name).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: `name` is a NUL-terminated string that outlives the call, and `dir` an
+        // open descriptor; the descriptor returned is owned by nothing else.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+        if fd >= 0 {
+            return Ok(unsafe { File::from_raw_fd(fd) });
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
@@ -149,11 +168,13 @@ fn parent_guide(ctx: &Context<'_>, old: Option<&Node>, max_size: usize) -> Optio
     Some(Guide::new(chunks, max_size))
 }
 
-/// Reads the file at `path`, stores its chunks and fills in `node.content` and `node.size`.
+/// Reads the file at `path` (named `node.name` in the open directory `parent`, if given),
+/// stores its chunks and fills in `node.content`, `node.size` and `node.xattrs`.
 /// `old` is the file's entry in the parent snapshot, if it had one: where its chunks were
 /// cut is followed while the content still matches (see [`guide`]).
 pub(crate) fn read_content(
     ctx: &Context<'_>,
+    parent: Option<&File>,
     path: &Path,
     node: &mut Node,
     old: Option<&Node>,
@@ -168,9 +189,11 @@ pub(crate) fn read_content(
     {
         node.content = content.clone();
         node.size = *size;
+        node.xattrs = super::walk::read_xattrs(path);
         return Ok(());
     }
-    let mut file = open_source(path).map_err(|e| Error::io(path, e))?;
+    let mut file = open_source(parent, &node.name, path).map_err(|e| Error::io(path, e))?;
+    node.xattrs = super::walk::read_file_xattrs(&file);
     let chunker: Chunker = ctx.repo.chunker();
     let max_chunk = chunker.params().max_size as usize;
     let mut guide = parent_guide(ctx, old, max_chunk);

@@ -71,13 +71,26 @@ pub(crate) fn node_from_metadata(name: &[u8], meta: &Metadata) -> Node {
 }
 
 /// Extended attributes of `path` (not following symlinks), sorted by name.
-fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Ok(names) = xattr::list(path) else {
+pub(super) fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    sorted_xattrs(xattr::list(path), |name| xattr::get(path, name))
+}
+
+/// [`read_xattrs`] of an open file: no lookup of its path again.
+pub(super) fn read_file_xattrs(file: &std::fs::File) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use xattr::FileExt;
+    sorted_xattrs(file.list_xattr(), |name| file.get_xattr(name))
+}
+
+fn sorted_xattrs(
+    names: std::io::Result<xattr::XAttrs>,
+    get: impl Fn(&OsStr) -> std::io::Result<Option<Vec<u8>>>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Ok(names) = names else {
         return Vec::new();
     };
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = names
         .filter_map(|n| {
-            let value = xattr::get(path, &n).ok().flatten()?;
+            let value = get(&n).ok().flatten()?;
             Some((n.as_bytes().to_vec(), value))
         })
         .collect();
@@ -150,7 +163,7 @@ pub(crate) fn virtual_tree(
                             return Ok(None);
                         }
                     };
-                    entry_node(ctx, path, name, &meta, old.cloned(), None)
+                    entry_node(ctx, None, path, name, &meta, old.cloned(), None)
                 }
                 Virtual::Ancestor(path, children) => {
                     let meta = match std::fs::symlink_metadata(path) {
@@ -218,10 +231,11 @@ fn locate_subtrees<'n>(
 }
 
 /// The node for one source entry of any kind; `None` when it could not be recorded.
-/// `old` is the parent snapshot's entry of the same name and `old_subtree` where its tree
-/// is stored, if known.
+/// `parent` is its directory, open, when the walk has it; `old` is the parent snapshot's
+/// entry of the same name and `old_subtree` where its tree is stored, if known.
 fn entry_node(
     ctx: &Context<'_>,
+    parent: Option<&std::fs::File>,
     path: &Path,
     name: &[u8],
     meta: &Metadata,
@@ -249,8 +263,7 @@ fn entry_node(
     let mut node = node_from_metadata(name, meta);
     match node.kind {
         NodeKind::File => {
-            node.xattrs = read_xattrs(path);
-            match file::read_content(ctx, path, &mut node, old.as_ref()) {
+            match file::read_content(ctx, parent, path, &mut node, old.as_ref()) {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {
                     ctx.problem(path, "vanished during the backup");
@@ -320,6 +333,8 @@ fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<Tree>) -> Re
         }
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
+    // Files are opened through the directory, by name; by path if it cannot be opened.
+    let handle = std::fs::File::open(dir).ok();
     let old_nodes = old.map(|t| t.nodes).unwrap_or_default();
     let subtrees = locate_subtrees(ctx, old_nodes.iter());
     // Pair each entry with its parent-snapshot node, moved out of the parent tree rather
@@ -366,7 +381,15 @@ fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<Tree>) -> Re
                 node.subtree = Some(ctx.save_tree(&Tree::default())?);
                 return Ok(Some(node));
             }
-            entry_node(ctx, &path, name, &meta, old_node, old_subtree)
+            entry_node(
+                ctx,
+                handle.as_ref(),
+                &path,
+                name,
+                &meta,
+                old_node,
+                old_subtree,
+            )
         })
         .collect::<Result<_>>()?;
     Ok(Tree {
