@@ -41,6 +41,35 @@ pub fn associated_data(kind: ObjectKind, id: Option<&[u8; 32]>) -> Vec<u8> {
     ad
 }
 
+/// Random bytes drawn from the operating system a page at a time, for nonces: one system
+/// call per 170 sealed objects rather than one per object, which showed in backups of many
+/// tiny files. Each byte is still used once, in one nonce.
+struct NoncePool {
+    bytes: [u8; 4096],
+    used: usize,
+}
+
+thread_local! {
+    static NONCE_POOL: std::cell::RefCell<NoncePool> = const {
+        std::cell::RefCell::new(NoncePool { bytes: [0; 4096], used: 4096 })
+    };
+}
+
+fn fresh_nonce() -> [u8; NONCE_LEN] {
+    NONCE_POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.used + NONCE_LEN > pool.bytes.len() {
+            pool.bytes = random_bytes();
+            pool.used = 0;
+        }
+        let start = pool.used;
+        pool.used += NONCE_LEN;
+        let mut nonce = [0; NONCE_LEN];
+        nonce.copy_from_slice(&pool.bytes[start..start + NONCE_LEN]);
+        nonce
+    })
+}
+
 /// Seals `plaintext`, returning `nonce ‖ ciphertext ‖ tag`.
 pub fn seal(key: &[u8; KEY_LEN], ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
@@ -53,7 +82,7 @@ pub fn seal(key: &[u8; KEY_LEN], ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
 /// Seals in place a buffer laid out as `NONCE_LEN` placeholder bytes followed by the
 /// plaintext: fills in a fresh nonce, encrypts, appends the tag. Saves a copy on the hot path.
 pub fn seal_into(key: &[u8; KEY_LEN], ad: &[u8], buf: &mut Vec<u8>) {
-    let nonce: [u8; NONCE_LEN] = random_bytes();
+    let nonce = fresh_nonce();
     buf[..NONCE_LEN].copy_from_slice(&nonce);
     let cipher = XChaCha20Poly1305::new(key.into());
     let tag = cipher
@@ -109,6 +138,15 @@ mod tests {
     }
 
     /// Golden vector: a fixed nonce, key and associated data must always give these bytes.
+    #[test]
+    fn every_seal_takes_a_nonce_of_its_own() {
+        let key = [3u8; 32];
+        let nonces: std::collections::HashSet<Vec<u8>> = (0..1000)
+            .map(|_| seal(&key, b"", b"same plaintext")[..NONCE_LEN].to_vec())
+            .collect();
+        assert_eq!(nonces.len(), 1000, "across several refills of the pool");
+    }
+
     #[test]
     fn sealing_golden_vector() {
         let key = [0x11u8; 32];
