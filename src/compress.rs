@@ -4,6 +4,12 @@ use std::cell::RefCell;
 
 use crate::error::{Error, Result};
 
+/// Below this size nothing is compressed: a zstd frame's headers take about ten bytes, and of
+/// the 128 files of 32 to 63 bytes in `/usr/share`, `/usr/include` and
+/// `/usr/lib/x86_64-linux-gnu` not one came out smaller (of 186 files of 64 to 95 bytes, 6
+/// did, by 142 bytes in all). A backup of many tiny files spent a tenth of its time trying.
+const MIN_COMPRESSED_INPUT: usize = 64;
+
 /// Below this size a chunk is compressed whole without sampling first.
 const SAMPLE_THRESHOLD: usize = 64 * 1024;
 const SAMPLE_LEN: usize = 16 * 1024;
@@ -20,7 +26,7 @@ thread_local! {
 /// whole is taken to be incompressible (already-compressed media, archives, ciphertext),
 /// which saves the full zstd pass on exactly the data that cannot benefit from it.
 pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
-    if data.len() < 32 {
+    if data.len() < MIN_COMPRESSED_INPUT {
         return false;
     }
     COMPRESSOR.with(|cell| {
@@ -128,5 +134,14 @@ mod tests {
         assert_eq!(out, vec![1, 2, 3]);
         assert!(!compress_into(&data[..1000], 3, &mut out));
         assert_eq!(out, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn tiny_inputs_are_left_alone_from_64_bytes_on_they_are_tried() {
+        let mut out = Vec::new();
+        assert!(!compress_into(&[b'a'; 63], 3, &mut out));
+        assert!(out.is_empty());
+        assert!(compress_into(&[b'a'; 64], 3, &mut out));
+        assert!(out.len() < 64);
     }
 }
