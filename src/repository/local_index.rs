@@ -572,11 +572,10 @@ impl LocalIndex {
             let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
             while let Some(row) = rows.next().map_err(|e| self.err(e))? {
                 let id = row.get_ref(0).map_err(|e| self.err(e))?;
-                let Some(id) = id.as_blob().ok().and_then(BlobId::from_slice) else {
-                    // Not an id this index would have written: keep asking the database.
-                    return Ok(FilterState::TooLarge);
-                };
-                filter.insert(&id);
+                // A row that is not a 32-byte id matches no lookup: the filter need not hold it.
+                if let Some(id) = id.as_blob().ok().and_then(BlobId::from_slice) {
+                    filter.insert(&id);
+                }
             }
             Ok(FilterState::Built(filter))
         })();
