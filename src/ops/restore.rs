@@ -694,14 +694,26 @@ fn execute(
         }
     }
     if let Some(first) = full {
-        return Err(Error::invalid(format!(
+        let mut message = format!(
             "{}: {}\nthe restore stopped there, with {} of {} files written: free some space \
              and restore again (the files already written are rewritten)",
             first.path,
             first.message,
             finished.load(Ordering::Relaxed),
             files.len()
-        )));
+        );
+        // What went wrong before would otherwise go unreported.
+        let earlier = lock(&problems);
+        if !earlier.is_empty() {
+            message.push_str(&format!(
+                "\nbefore it stopped, {} entries could not be restored:",
+                earlier.len()
+            ));
+            for p in earlier.iter() {
+                message.push_str(&format!("\n  {}: {}", p.path, p.message));
+            }
+        }
+        return Err(Error::invalid(message));
     }
     report.files = finished.load(Ordering::Relaxed) as u64;
     report.bytes = bytes.load(Ordering::Relaxed);
