@@ -542,14 +542,17 @@ impl LocalIndex {
         if blobs > FILTER_MAX_IDS {
             *write(&self.filter) = FilterState::TooLarge;
         } else if lookups >= blobs / FILTER_BUILD_FRACTION {
-            self.build_filter()?;
+            self.build_id_filter()?;
         }
         Ok(())
     }
 
-    /// Reads every blob id in the database into a new filter. Lookups wait meanwhile, and
-    /// a segment committed meanwhile is added to the filter once it is built.
-    fn build_filter(&self) -> Result<()> {
+    /// Reads every blob id in the database into a new id filter, unless one is built or
+    /// the index is too large for one. [`contains`](Self::contains) does this by itself once
+    /// enough lookups have been made; a caller about to ask about a great many blobs may do
+    /// it at once. Lookups wait meanwhile, and a segment committed meanwhile is added to the
+    /// filter once it is built.
+    pub fn build_id_filter(&self) -> Result<()> {
         let mut state = write(&self.filter);
         if !matches!(*state, FilterState::NotBuilt) {
             return Ok(());
