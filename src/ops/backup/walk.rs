@@ -231,11 +231,11 @@ fn locate_subtrees<'n>(
 }
 
 /// The node for one source entry of any kind; `None` when it could not be recorded.
-/// `parent` is its directory, open, when the walk has it; `old` is the parent snapshot's
+/// `parent` is its directory, when the walk has one; `old` is the parent snapshot's
 /// entry of the same name and `old_subtree` where its tree is stored, if known.
 fn entry_node(
     ctx: &Context<'_>,
-    parent: Option<&std::fs::File>,
+    parent: Option<&OpenDir<'_>>,
     path: &Path,
     name: &[u8],
     meta: &Metadata,
@@ -263,6 +263,7 @@ fn entry_node(
     let mut node = node_from_metadata(name, meta);
     match node.kind {
         NodeKind::File => {
+            let parent = parent.and_then(OpenDir::file);
             match file::read_content(ctx, parent, path, &mut node, old.as_ref()) {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {
@@ -323,6 +324,30 @@ fn io_message(e: &crate::Error) -> String {
     }
 }
 
+/// A directory whose new and changed files are opened through it, by name: that spares
+/// the kernel a walk of each file's whole path. It is opened for the first such file, so an
+/// unchanged directory costs no open.
+struct OpenDir<'a> {
+    path: &'a Path,
+    file: std::sync::OnceLock<Option<std::fs::File>>,
+}
+
+impl<'a> OpenDir<'a> {
+    fn new(path: &'a Path) -> Self {
+        OpenDir {
+            path,
+            file: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The open directory; `None` if it cannot be opened, and files are opened by path.
+    fn file(&self) -> Option<&std::fs::File> {
+        self.file
+            .get_or_init(|| std::fs::File::open(self.path).ok())
+            .as_ref()
+    }
+}
+
 /// The tree of a real directory, its entries handled in parallel.
 fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<Tree>) -> Result<Tree> {
     let mut entries: Vec<(std::ffi::OsString, std::fs::DirEntry)> = Vec::new();
@@ -333,8 +358,7 @@ fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<Tree>) -> Re
         }
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    // Files are opened through the directory, by name; by path if it cannot be opened.
-    let handle = std::fs::File::open(dir).ok();
+    let handle = OpenDir::new(dir);
     let old_nodes = old.map(|t| t.nodes).unwrap_or_default();
     let subtrees = locate_subtrees(ctx, old_nodes.iter());
     // Pair each entry with its parent-snapshot node, moved out of the parent tree rather
@@ -383,7 +407,7 @@ fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<Tree>) -> Re
             }
             entry_node(
                 ctx,
-                handle.as_ref(),
+                Some(&handle),
                 &path,
                 name,
                 &meta,
