@@ -127,11 +127,7 @@ impl FileSystems {
     /// Adds the file system of directory `path`, whose device is `dev`, unless known.
     pub fn add(&mut self, dev: u64, path: &Path) {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.dirs.entry(dev) {
-            match File::options()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(path)
-            {
+            match open_to_sync(path) {
                 Ok(dir) => {
                     slot.insert((path.to_path_buf(), dir));
                 }
