@@ -9,6 +9,7 @@ pub mod compress;
 pub mod crypto;
 pub mod error;
 pub mod format;
+mod guard;
 pub mod id;
 pub mod storage;
 

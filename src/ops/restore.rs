@@ -37,6 +37,7 @@ use super::tree_walk::{self, Target};
 use super::{Problem, Progress};
 use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{Node, NodeKind};
+use crate::guard::lock;
 use crate::id::{BlobId, PackId};
 use crate::repository::{BlobLocation, LockKind, Repository};
 
@@ -148,10 +149,6 @@ impl RestorePlan {
         }
         summary
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn path_of(target: &Path, rel: &Path) -> PathBuf {

@@ -16,6 +16,7 @@ use super::id_filter::IdFilter;
 use crate::error::{Error, Result};
 use crate::format::index::IndexSegment;
 use crate::format::pack::BlobKind;
+use crate::guard::{lock, read, write};
 use crate::id::{BlobId, IndexId, PackId};
 
 /// Bumped whenever the schema changes; an old database is then rebuilt.
@@ -131,18 +132,6 @@ impl Drop for PooledConnection<'_> {
             self.index.connection_returned.notify_one();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Many segments loaded in one transaction, as when a new cache is filled or an index is

@@ -33,6 +33,7 @@ use crate::format::pack::{self, BlobKind, PackEntry};
 use crate::format::tree::Tree;
 use crate::format::wire::Reader;
 use crate::format::{self as fmt, FileKind, HeaderError};
+use crate::guard::lock;
 use crate::id::{BlobId, IndexId, KeyId, PackId};
 use crate::storage::{FileType, Storage};
 
@@ -96,10 +97,6 @@ pub struct Repository {
     lock_wait: Mutex<std::time::Duration>,
     sync_lock: Mutex<()>,
     index_opening: Mutex<()>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The default local cache folder: `$XDG_CACHE_HOME/arca`, else `~/.cache/arca`.

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::Repository;
@@ -19,6 +19,7 @@ use crate::format::index::{IndexSegment, IndexedPack};
 use crate::format::pack::{self, BlobKind, PackEntry};
 use crate::format::wire::Writer;
 use crate::format::{self as fmt};
+use crate::guard::lock;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::storage::FileType;
 
@@ -67,10 +68,6 @@ struct Shared {
     written: Mutex<Vec<IndexedPack>>,
     error: Mutex<Option<Error>>,
     stats: Mutex<SaveStats>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct BlobSaver<'r> {
