@@ -761,6 +761,22 @@ mod tests {
         assert_eq!(largest, saver::MAX_PACK_BLOBS);
     }
 
+    /// Data packs are read again only by a restore or a verify, days later: they leave the
+    /// page cache once durable. Tree packs are read by the next backup: they stay.
+    #[test]
+    fn data_packs_are_written_cold_and_tree_packs_not() {
+        let (repo, storage, _cache) = super::testing::test_repo();
+        let saver = repo.saver().unwrap();
+        let data = saver.save(BlobKind::Data, b"file contents").unwrap();
+        let tree = saver.save(BlobKind::Tree, b"a tree").unwrap();
+        saver.finish().unwrap();
+        let index = repo.local_index().unwrap();
+        let pack_of = |id: &BlobId| index.lookup(id).unwrap().unwrap().pack.to_hex();
+        assert!(storage.written_cold(FileType::Pack, &pack_of(&data.id)));
+        assert!(!storage.written_cold(FileType::Pack, &pack_of(&tree.id)));
+        assert_eq!(storage.list(FileType::Pack).unwrap().len(), 2);
+    }
+
     #[test]
     fn blobs_survive_a_reopen_and_deduplicate() {
         let (repo, storage, cache) = test_repo();

@@ -344,8 +344,15 @@ impl RepoHandles {
         pack.buf
             .extend_from_slice(&pack::encode_trailer(header.len() as u32));
         let id = PackId::of_stored_bytes(&pack.buf);
-        self.storage
-            .write(FileType::Pack, &id.to_hex(), &pack.buf)?;
+        // Data packs are read again only by a restore or a verify; tree packs by the next
+        // backup, which finds them still in the page cache.
+        if pack.entries.first().map(|e| e.kind) == Some(BlobKind::Data) {
+            self.storage
+                .write_cold(FileType::Pack, &id.to_hex(), &pack.buf)?;
+        } else {
+            self.storage
+                .write(FileType::Pack, &id.to_hex(), &pack.buf)?;
+        }
         let count = {
             let mut written = lock(&shared.written);
             written.push(IndexedPack {

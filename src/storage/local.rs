@@ -54,6 +54,39 @@ impl LocalStorage {
         Ok(file)
     }
 
+    /// Writes `data` as file `name` of kind `ty`: to a temporary file, made durable (but
+    /// for lock files), then renamed into place, and the rename made durable.
+    fn write_file(&self, ty: FileType, name: &str, data: &[u8], caching: Caching) -> Result<()> {
+        let path = self.path(ty, name)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let nonce: [u8; 8] = crate::crypto::random_bytes();
+        let tmp = dir.join(format!(".tmp-{}", hex::encode(nonce)));
+        let result = (|| {
+            let mut file = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .at(&tmp)?;
+            file.write_all(data).at(&tmp)?;
+            if durable(ty) {
+                file.sync_all().at(&tmp)?;
+                if caching == Caching::Drop {
+                    drop_from_page_cache(&file);
+                }
+            }
+            drop(file);
+            fs::rename(&tmp, &path).at(&path)?;
+            if durable(ty) {
+                sync_dir(&dir)?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -76,6 +109,21 @@ impl LocalStorage {
 /// every fsync costs a wait behind whatever else the disk is writing.
 fn durable(ty: FileType) -> bool {
     ty != FileType::Lock
+}
+
+/// Whether a written file's pages stay in the page cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caching {
+    Keep,
+    Drop,
+}
+
+/// Asks the kernel to drop the cached pages of `file`, which must have been fsynced (only
+/// clean pages are dropped). Best effort: a file system may keep them.
+fn drop_from_page_cache(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `file` is an open descriptor; posix_fadvise reads nothing from memory.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -174,31 +222,11 @@ impl Storage for LocalStorage {
     }
 
     fn write(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()> {
-        let path = self.path(ty, name)?;
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        let nonce: [u8; 8] = crate::crypto::random_bytes();
-        let tmp = dir.join(format!(".tmp-{}", hex::encode(nonce)));
-        let result = (|| {
-            let mut file = File::options()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .at(&tmp)?;
-            file.write_all(data).at(&tmp)?;
-            if durable(ty) {
-                file.sync_all().at(&tmp)?;
-            }
-            drop(file);
-            fs::rename(&tmp, &path).at(&path)?;
-            if durable(ty) {
-                sync_dir(&dir)?;
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        self.write_file(ty, name, data, Caching::Keep)
+    }
+
+    fn write_cold(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()> {
+        self.write_file(ty, name, data, Caching::Drop)
     }
 
     fn remove(&self, ty: FileType, name: &str) -> Result<()> {
@@ -248,6 +276,43 @@ mod tests {
         storage.remove(FileType::Pack, &name).unwrap();
         assert!(storage.open_packs().is_empty());
         assert!(storage.read_range(FileType::Pack, &name, 2, 3).is_err());
+    }
+
+    /// How many pages of the file at `path` are in the page cache.
+    fn pages_cached(path: &Path) -> usize {
+        let file = File::open(path).unwrap();
+        // SAFETY: the file is not changed while mapped; the map is only asked about.
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        let page = 4096;
+        let mut flags = vec![0u8; map.len().div_ceil(page)];
+        // SAFETY: `map` is a live mapping of `map.len()` bytes and `flags` has a byte for
+        // each of its pages.
+        let rc = unsafe { libc::mincore(map.as_ptr() as *mut _, map.len(), flags.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        flags.iter().filter(|f| *f & 1 == 1).count()
+    }
+
+    #[test]
+    fn a_cold_write_leaves_the_file_durable_and_out_of_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a zeroed statfs is a valid value, which statfs fills in for a
+        // NUL-terminated path.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statfs(path.as_ptr(), &mut fs) }, 0);
+        if fs.f_type == libc::TMPFS_MAGIC {
+            return; // tmpfs keeps every page in memory: there is nothing to drop
+        }
+        let storage = LocalStorage::new(dir.path());
+        storage.create().unwrap();
+        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        let (kept, cold) = ("aa".repeat(32), "bb".repeat(32));
+        storage.write(FileType::Pack, &kept, &data).unwrap();
+        storage.write_cold(FileType::Pack, &cold, &data).unwrap();
+        let at = |name: &str| dir.path().join(FileType::Pack.relative_path(name));
+        assert_eq!(pages_cached(&at(&kept)), 256);
+        assert_eq!(pages_cached(&at(&cold)), 0);
+        assert_eq!(storage.read(FileType::Pack, &cold).unwrap(), data);
     }
 
     #[test]

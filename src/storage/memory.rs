@@ -1,6 +1,6 @@
 //! Storage in memory, for tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use super::{FileInfo, FileType, Storage};
@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 #[derive(Default)]
 pub struct MemoryStorage {
     files: Mutex<BTreeMap<(FileType, String), Vec<u8>>>,
+    /// The files written with [`Storage::write_cold`].
+    cold: Mutex<BTreeSet<(FileType, String)>>,
 }
 
 impl MemoryStorage {
@@ -18,6 +20,12 @@ impl MemoryStorage {
 
     fn files(&self) -> std::sync::MutexGuard<'_, BTreeMap<(FileType, String), Vec<u8>>> {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the file was last written with [`Storage::write_cold`].
+    pub fn written_cold(&self, ty: FileType, name: &str) -> bool {
+        let cold = self.cold.lock().unwrap_or_else(|e| e.into_inner());
+        cold.contains(&(ty, name.to_string()))
     }
 
     /// Replaces a file's bytes, to simulate damage in tests.
@@ -78,6 +86,15 @@ impl Storage for MemoryStorage {
 
     fn write(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()> {
         self.files().insert((ty, name.to_string()), data.to_vec());
+        let mut cold = self.cold.lock().unwrap_or_else(|e| e.into_inner());
+        cold.remove(&(ty, name.to_string()));
+        Ok(())
+    }
+
+    fn write_cold(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()> {
+        self.write(ty, name, data)?;
+        let mut cold = self.cold.lock().unwrap_or_else(|e| e.into_inner());
+        cold.insert((ty, name.to_string()));
         Ok(())
     }
 

@@ -81,6 +81,13 @@ pub trait Storage: Send + Sync {
     /// Writes a whole file atomically (it is complete under its name, or absent) and, but
     /// for lock files, durably before returning.
     fn write(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()>;
+    /// As [`write`](Self::write), for a file nothing will read again soon (a pack of file
+    /// contents, read next by a restore or a verify, days later). Once it is durable the
+    /// storage may drop it from memory caches, so that a backup does not push the server's
+    /// own working set out of the page cache, nor fill memory with what it will not read.
+    fn write_cold(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()> {
+        self.write(ty, name, data)
+    }
     /// Removes a file; durably before returning, but for lock files.
     fn remove(&self, ty: FileType, name: &str) -> Result<()>;
     /// The size of one file.
