@@ -586,8 +586,10 @@ impl Repository {
             .read_range(FileType::Pack, &pack.to_hex(), offset, len)
     }
 
+    /// Reads a whole pack. Verify and prune do, once per pack, so it is read as one that
+    /// nothing will read again soon ([`Storage::read_cold`](crate::storage::Storage::read_cold)).
     pub fn read_pack(&self, pack: &PackId) -> Result<Vec<u8>> {
-        self.storage.read(FileType::Pack, &pack.to_hex())
+        self.storage.read_cold(FileType::Pack, &pack.to_hex())
     }
 
     /// Decodes the header of a whole pack held in memory.

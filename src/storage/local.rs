@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -118,8 +118,8 @@ enum Caching {
     Drop,
 }
 
-/// Asks the kernel to drop the cached pages of `file`, which must have been fsynced (only
-/// clean pages are dropped). Best effort: a file system may keep them.
+/// Asks the kernel to drop the cached pages of `file`. Only clean pages are dropped: a
+/// written file must have been fsynced first. Best effort: a file system may keep them.
 fn drop_from_page_cache(file: &File) {
     use std::os::fd::AsRawFd;
     // SAFETY: `file` is an open descriptor; posix_fadvise reads nothing from memory.
@@ -202,6 +202,15 @@ impl Storage for LocalStorage {
     fn read(&self, ty: FileType, name: &str) -> Result<Vec<u8>> {
         let path = self.path(ty, name)?;
         fs::read(&path).at(path)
+    }
+
+    fn read_cold(&self, ty: FileType, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(ty, name)?;
+        let mut file = File::open(&path).at(&path)?;
+        let mut data = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize));
+        file.read_to_end(&mut data).at(&path)?;
+        drop_from_page_cache(&file);
+        Ok(data)
     }
 
     fn read_range(&self, ty: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -293,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cold_write_leaves_the_file_durable_and_out_of_the_page_cache() {
+    fn cold_writes_and_reads_leave_the_file_out_of_the_page_cache() {
         let dir = tempfile::tempdir().unwrap();
         let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a zeroed statfs is a valid value, which statfs fills in for a
@@ -313,6 +322,11 @@ mod tests {
         assert_eq!(pages_cached(&at(&kept)), 256);
         assert_eq!(pages_cached(&at(&cold)), 0);
         assert_eq!(storage.read(FileType::Pack, &cold).unwrap(), data);
+        assert_eq!(pages_cached(&at(&cold)), 256);
+        assert_eq!(storage.read_cold(FileType::Pack, &cold).unwrap(), data);
+        assert_eq!(pages_cached(&at(&cold)), 0);
+        assert_eq!(storage.read_cold(FileType::Pack, &kept).unwrap(), data);
+        assert_eq!(pages_cached(&at(&kept)), 0);
     }
 
     #[test]

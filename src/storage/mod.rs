@@ -76,6 +76,13 @@ pub trait Storage: Send + Sync {
     /// Lists the files of one kind; names that are not valid file names are skipped.
     fn list(&self, ty: FileType) -> Result<Vec<FileInfo>>;
     fn read(&self, ty: FileType, name: &str) -> Result<Vec<u8>>;
+    /// As [`read`](Self::read), for a file nothing will read again soon (a pack a verify
+    /// checks, or one a prune repacks): the storage may drop it from memory caches once
+    /// read, so that reading a whole repository does not push the server's own working set
+    /// out of the page cache.
+    fn read_cold(&self, ty: FileType, name: &str) -> Result<Vec<u8>> {
+        self.read(ty, name)
+    }
     /// Reads exactly `len` bytes at `offset`; a shorter file is an error.
     fn read_range(&self, ty: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
     /// Writes a whole file atomically (it is complete under its name, or absent) and, but
