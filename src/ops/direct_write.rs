@@ -17,17 +17,12 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-/// Alignment of offsets, lengths and memory for direct writes: a multiple of every common
-/// logical block size (512 and 4096 bytes).
-const ALIGN: usize = 4096;
+use crate::platform::{DIRECT_IO_ALIGN as ALIGN, does_direct_io_well};
+
 /// The aligned middle of a write must be at least this long to go past the page cache.
 const MIN_DIRECT: usize = 128 << 10;
 /// Direct writes are made from an aligned copy of at most this many bytes at a time.
 const PIECE: usize = 1 << 20;
-
-const EXT4_SUPER_MAGIC: i64 = 0xEF53;
-const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
-const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
 
 thread_local! {
     /// Per thread: an aligned staging buffer, reused, so its pages are touched once.
@@ -98,20 +93,6 @@ fn write_body(file: &File, body: &[u8], offset: u64) -> io::Result<usize> {
     let written = written?;
     file.write_all_at(&body[written..], offset + written as u64)?;
     Ok(written)
-}
-
-/// Whether `file` lives on a file system where direct I/O is known to work well.
-fn does_direct_io_well(file: &File) -> bool {
-    // SAFETY: an all-zero statfs is a valid value for fstatfs to fill.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: the descriptor is open and `stat` is a valid statfs to write.
-    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut stat) } != 0 {
-        return false;
-    }
-    matches!(
-        stat.f_type as i64,
-        EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC | BTRFS_SUPER_MAGIC
-    )
 }
 
 #[cfg(test)]

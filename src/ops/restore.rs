@@ -582,7 +582,7 @@ fn execute(
                 let last = &blobs[range.end - 1];
                 let start = first.loc.offset;
                 let end = last.loc.offset + last.loc.length as u64;
-                let data = match repo.read_pack_range(pack, start, (end - start) as usize) {
+                let data = match repo.read_pack_range_cold(pack, start, (end - start) as usize) {
                     Ok(d) => d,
                     Err(e) => {
                         for b in &blobs[range] {

@@ -586,6 +586,14 @@ impl Repository {
             .read_range(FileType::Pack, &pack.to_hex(), offset, len)
     }
 
+    /// As [`read_pack_range`](Self::read_pack_range), for a range read once (as a restore
+    /// reads each range of a pack): read past the page cache where the storage can
+    /// ([`Storage::read_range_cold`](crate::storage::Storage::read_range_cold)).
+    pub fn read_pack_range_cold(&self, pack: &PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.storage
+            .read_range_cold(FileType::Pack, &pack.to_hex(), offset, len)
+    }
+
     /// Reads a whole pack. Verify and prune do, once per pack, so it is read as one that
     /// nothing will read again soon ([`Storage::read_cold`](crate::storage::Storage::read_cold)).
     pub fn read_pack(&self, pack: &PackId) -> Result<Vec<u8>> {

@@ -3,13 +3,15 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::{FileInfo, FileType, Storage, is_valid_name};
 use crate::error::{Error, IoContext, Result};
+use crate::platform::{DIRECT_IO_ALIGN as ALIGN, does_direct_io_well};
 
 pub struct LocalStorage {
     root: PathBuf,
@@ -126,6 +128,73 @@ fn drop_from_page_cache(file: &File) {
     unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
 }
 
+/// The error for a range of `len` bytes at `offset` that could not be read.
+fn range_error(
+    ty: FileType,
+    name: &str,
+    path: &Path,
+    offset: u64,
+    len: usize,
+    e: io::Error,
+) -> Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        Error::corrupt(
+            ty.relative_path(name),
+            format!(
+                "shorter than expected: cannot read {len} bytes at offset {offset} (truncated?)"
+            ),
+        )
+    } else {
+        Error::io(path, e)
+    }
+}
+
+/// Ranges shorter than this are read through the page cache even when read cold: a direct
+/// read waits on the disk, which costs more than copying a few pages.
+const MIN_DIRECT_READ: usize = 256 << 10;
+
+/// Reads `len` bytes at `offset` of the file at `path` with direct I/O, past the page cache:
+/// no page of it is cached, and none of the server's cache is evicted for it. `None` where
+/// the file system does not do direct I/O (well); the caller then reads the usual way.
+fn read_direct(path: &Path, offset: u64, len: usize) -> Option<io::Result<Vec<u8>>> {
+    let file = match File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    if !does_direct_io_well(&file) {
+        return None;
+    }
+    // Offset, length and memory aligned: read the whole blocks around the range into an
+    // aligned stretch of the buffer, then move the range to the buffer's start.
+    let start = offset - offset % ALIGN as u64;
+    let lead = (offset - start) as usize;
+    let span = (lead + len).next_multiple_of(ALIGN);
+    let mut buf = vec![0u8; span + ALIGN];
+    let pad = buf.as_ptr().align_offset(ALIGN);
+    let mut got = 0;
+    while got < lead + len {
+        match file.read_at(&mut buf[pad + got..pad + span], start + got as u64) {
+            Ok(0) => return Some(Err(io::ErrorKind::UnexpectedEof.into())),
+            // Only the file's end makes a read stop short of a block boundary.
+            Ok(n) if n % ALIGN != 0 && got + n < lead + len => {
+                return Some(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && got == 0 => return None,
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    buf.truncate(pad + lead + len);
+    buf.drain(..pad + lead);
+    Some(Ok(buf))
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
@@ -217,17 +286,26 @@ impl Storage for LocalStorage {
         let path = self.path(ty, name)?;
         let file = self.open_for_range(ty, name, &path)?;
         let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, offset).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupt(
-                    ty.relative_path(name),
-                    format!("shorter than expected: cannot read {len} bytes at offset {offset} (truncated?)"),
-                )
-            } else {
-                Error::io(&path, e)
-            }
-        })?;
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| range_error(ty, name, &path, offset, len, e))?;
         Ok(buf)
+    }
+
+    fn read_range_cold(
+        &self,
+        ty: FileType,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
+        if len < MIN_DIRECT_READ {
+            return self.read_range(ty, name, offset, len);
+        }
+        let path = self.path(ty, name)?;
+        match read_direct(&path, offset, len) {
+            Some(read) => read.map_err(|e| range_error(ty, name, &path, offset, len, e)),
+            None => self.read_range(ty, name, offset, len),
+        }
     }
 
     fn write(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()> {
@@ -327,6 +405,43 @@ mod tests {
         assert_eq!(pages_cached(&at(&cold)), 0);
         assert_eq!(storage.read_cold(FileType::Pack, &kept).unwrap(), data);
         assert_eq!(pages_cached(&at(&kept)), 0);
+    }
+
+    #[test]
+    fn cold_range_reads_match_plain_ones_and_leave_nothing_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        storage.create().unwrap();
+        let data: Vec<u8> = (0..3_000_017u32).map(|i| (i * 7 % 253) as u8).collect();
+        let name = "cd".repeat(32);
+        storage.write_cold(FileType::Pack, &name, &data).unwrap();
+        let path = dir.path().join(FileType::Pack.relative_path(&name));
+        let direct = does_direct_io_well(&File::open(&path).unwrap());
+        let ranges = [
+            (0, data.len()),
+            (1, 300_000),
+            (4096, 262_144),
+            (4095, 1_000_001),
+            (2_000_000, data.len() - 2_000_000),
+            (data.len() as u64 - 300_001, 300_001),
+            (12_345, 100),
+        ];
+        for (offset, len) in ranges {
+            let cold = storage
+                .read_range_cold(FileType::Pack, &name, offset, len)
+                .unwrap();
+            assert!(cold == data[offset as usize..offset as usize + len], "{offset}+{len}");
+        }
+        if direct {
+            // Only the short range went through the page cache: its pages and readahead.
+            assert!(pages_cached(&path) < 64, "{}", pages_cached(&path));
+        }
+        for (offset, len) in [(0, data.len() + 1), (2_999_000, 300_000), (4_000_000, 300_000)] {
+            let err = storage
+                .read_range_cold(FileType::Pack, &name, offset, len)
+                .unwrap_err();
+            assert!(err.to_string().contains("shorter than expected"), "{err}");
+        }
     }
 
     #[test]

@@ -85,6 +85,17 @@ pub trait Storage: Send + Sync {
     }
     /// Reads exactly `len` bytes at `offset`; a shorter file is an error.
     fn read_range(&self, ty: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// As [`read_range`](Self::read_range), for a range nothing will read again soon (a
+    /// restore reads each range of a pack once): the storage may read it past memory caches.
+    fn read_range_cold(
+        &self,
+        ty: FileType,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
+        self.read_range(ty, name, offset, len)
+    }
     /// Writes a whole file atomically (it is complete under its name, or absent) and, but
     /// for lock files, durably before returning.
     fn write(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()>;
