@@ -430,13 +430,20 @@ mod tests {
             let cold = storage
                 .read_range_cold(FileType::Pack, &name, offset, len)
                 .unwrap();
-            assert!(cold == data[offset as usize..offset as usize + len], "{offset}+{len}");
+            assert!(
+                cold == data[offset as usize..offset as usize + len],
+                "{offset}+{len}"
+            );
         }
         if direct {
             // Only the short range went through the page cache: its pages and readahead.
             assert!(pages_cached(&path) < 64, "{}", pages_cached(&path));
         }
-        for (offset, len) in [(0, data.len() + 1), (2_999_000, 300_000), (4_000_000, 300_000)] {
+        for (offset, len) in [
+            (0, data.len() + 1),
+            (2_999_000, 300_000),
+            (4_000_000, 300_000),
+        ] {
             let err = storage
                 .read_range_cold(FileType::Pack, &name, offset, len)
                 .unwrap_err();
