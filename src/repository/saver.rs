@@ -346,12 +346,10 @@ impl RepoHandles {
         let id = PackId::of_stored_bytes(&pack.buf);
         // Data packs are read again only by a restore or a verify; tree packs by the next
         // backup, which finds them still in the page cache.
-        if pack.entries.first().map(|e| e.kind) == Some(BlobKind::Data) {
-            self.storage
-                .write_cold(FileType::Pack, &id.to_hex(), &pack.buf)?;
-        } else {
-            self.storage
-                .write(FileType::Pack, &id.to_hex(), &pack.buf)?;
+        let name = id.to_hex();
+        match pack.entries.first().map(|e| e.kind) {
+            Some(BlobKind::Data) => self.storage.write_cold(FileType::Pack, &name, &pack.buf)?,
+            _ => self.storage.write(FileType::Pack, &name, &pack.buf)?,
         }
         let count = {
             let mut written = lock(&shared.written);

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use super::{FileInfo, FileType, Storage};
 use crate::error::{Error, Result};
+use crate::guard::lock;
 
 #[derive(Default)]
 pub struct MemoryStorage {
@@ -19,13 +20,12 @@ impl MemoryStorage {
     }
 
     fn files(&self) -> std::sync::MutexGuard<'_, BTreeMap<(FileType, String), Vec<u8>>> {
-        self.files.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.files)
     }
 
     /// Whether the file was last written with [`Storage::write_cold`].
     pub fn written_cold(&self, ty: FileType, name: &str) -> bool {
-        let cold = self.cold.lock().unwrap_or_else(|e| e.into_inner());
-        cold.contains(&(ty, name.to_string()))
+        lock(&self.cold).contains(&(ty, name.to_string()))
     }
 
     /// Replaces a file's bytes, to simulate damage in tests.
@@ -86,15 +86,13 @@ impl Storage for MemoryStorage {
 
     fn write(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()> {
         self.files().insert((ty, name.to_string()), data.to_vec());
-        let mut cold = self.cold.lock().unwrap_or_else(|e| e.into_inner());
-        cold.remove(&(ty, name.to_string()));
+        lock(&self.cold).remove(&(ty, name.to_string()));
         Ok(())
     }
 
     fn write_cold(&self, ty: FileType, name: &str, data: &[u8]) -> Result<()> {
         self.write(ty, name, data)?;
-        let mut cold = self.cold.lock().unwrap_or_else(|e| e.into_inner());
-        cold.insert((ty, name.to_string()));
+        lock(&self.cold).insert((ty, name.to_string()));
         Ok(())
     }
 
