@@ -20,7 +20,7 @@ use crate::guard::{lock, read, write};
 use crate::id::{BlobId, IndexId, PackId};
 
 /// Bumped whenever the schema changes; an old database is then rebuilt.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// A write-ahead log larger than this is folded into the database when the index is
 /// closed. Every process that opens the database first reads the whole log to rebuild its
@@ -29,12 +29,28 @@ const SCHEMA_VERSION: i64 = 3;
 /// folded in (`journal_size_limit`).
 const WAL_FOLD_BYTES: u64 = 16 << 20;
 
-const INSERT_BLOB: &str = "INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+/// A blob of a pack new to the index: it cannot be in either table yet.
+const INSERT_RECENT: &str = "INSERT OR IGNORE INTO recent_blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+/// A blob of a pack the index already lists: it may be in `blobs` already, and a pair of
+/// blob and pack is in at most one of the two tables.
+const INSERT_RECENT_UNLESS_KNOWN: &str = "INSERT OR IGNORE INTO recent_blobs \
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE id = ?1 AND pack = ?2)";
 const INSERT_STAGED: &str = "INSERT INTO temp.staged VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 /// Every copy of one blob, the most recently indexed pack first.
 const COPIES_QUERY: &str = "SELECT b.kind, p.id, b.offset, b.length, b.raw_length \
-     FROM blobs b JOIN packs p ON p.num = b.pack WHERE b.id = ?1 ORDER BY b.pack DESC";
+     FROM all_blobs b JOIN packs p ON p.num = b.pack WHERE b.id = ?1 ORDER BY b.pack DESC";
+
+/// Blobs added one segment at a time wait in the smaller table `recent_blobs` until it
+/// holds more than this many (so a first backup of a million files merges nothing)...
+const RECENT_MERGE_MIN: u64 = 2_000_000;
+
+/// ...and more than this fraction of all the blobs indexed (estimated from the database's
+/// size); then they are moved into `blobs` in one sorted pass. Blob ids are random, so a
+/// segment's blobs land all over the large table: at 10 million blobs, each 100,000 inserted
+/// there rewrote most of its pages. Inserted into the small table they rewrite only its pages,
+/// and the large one is rewritten once for every eighth of its size that arrives.
+const RECENT_MERGE_FRACTION: u64 = 8;
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +92,21 @@ const FILTER_MAX_IDS: u64 = 16_000_000;
 /// Room in a new filter: for the blobs indexed, half as many again, and at least this many.
 const FILTER_MIN_CAPACITY: usize = 1 << 20;
 
+/// How many recent blobs may wait before they are moved into the main table, with about
+/// `indexed` blobs in the index.
+fn recent_merge_threshold(indexed: u64) -> u64 {
+    RECENT_MERGE_MIN.max(indexed / RECENT_MERGE_FRACTION)
+}
+
+/// Where [`LocalIndex::insert_segment`] puts blobs.
+#[derive(Clone, Copy)]
+enum Destination {
+    /// The temporary table of a bulk load.
+    Staged,
+    /// The table of recent blobs.
+    Recent,
+}
+
 pub struct LocalIndex {
     path: PathBuf,
     pool: Mutex<Pool>,
@@ -84,6 +115,9 @@ pub struct LocalIndex {
     filter: RwLock<FilterState>,
     /// Lookups [`contains`](Self::contains) made in the database while there was no filter.
     unfiltered_lookups: AtomicU64,
+    /// How many recent blobs may wait, given how many are indexed:
+    /// [`recent_merge_threshold`], but for tests.
+    recent_merge_threshold: fn(u64) -> u64,
 }
 
 /// The id filter in front of the database. Whenever built, it holds every blob id in the
@@ -149,7 +183,8 @@ pub struct BulkLoad<'a> {
 impl BulkLoad<'_> {
     pub fn add_segment(&mut self, id: IndexId, segment: &IndexSegment) -> Result<()> {
         self.index
-            .insert_segment(&self.conn, id, segment, INSERT_STAGED)
+            .insert_segment(&self.conn, id, segment, Destination::Staged)
+            .map(drop)
     }
 
     /// Moves the staged blobs into place and commits.
@@ -160,7 +195,10 @@ impl BulkLoad<'_> {
         self.index.unfiltered_lookups.store(0, Ordering::Relaxed);
         self.conn
             .execute_batch(
-                "INSERT OR IGNORE INTO blobs SELECT * FROM temp.staged ORDER BY id, pack;
+                "INSERT INTO temp.staged SELECT * FROM recent_blobs;
+                 DELETE FROM recent_blobs;
+                 INSERT OR REPLACE INTO meta VALUES ('recent_blobs', 0);
+                 INSERT OR IGNORE INTO blobs SELECT * FROM temp.staged ORDER BY id, pack;
                  DROP TABLE temp.staged;
                  CREATE INDEX blobs_by_pack ON blobs (pack);
                  COMMIT;",
@@ -223,6 +261,14 @@ impl LocalIndex {
                  PRIMARY KEY (id, pack)
              ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
+             CREATE TABLE IF NOT EXISTS recent_blobs (
+                 id BLOB NOT NULL, pack INTEGER NOT NULL, kind INTEGER NOT NULL,
+                 offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL,
+                 PRIMARY KEY (id, pack)
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS recent_blobs_by_pack ON recent_blobs (pack);
+             CREATE VIEW IF NOT EXISTS all_blobs AS
+                 SELECT * FROM blobs UNION ALL SELECT * FROM recent_blobs;
              CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;",
         )
         .map_err(err)?;
@@ -235,6 +281,7 @@ impl LocalIndex {
             connection_returned: Condvar::new(),
             filter: RwLock::new(FilterState::NotBuilt),
             unfiltered_lookups: AtomicU64::new(0),
+            recent_merge_threshold,
         };
         let stored_repo: Option<Vec<u8>> = index.query_meta("repo_id")?;
         let stored_schema: Option<Vec<u8>> = index.query_meta("schema")?;
@@ -255,6 +302,10 @@ impl LocalIndex {
             )
             .map_err(err)?;
         }
+        index
+            .conn()?
+            .execute("INSERT OR IGNORE INTO meta VALUES ('recent_blobs', 0)", [])
+            .map_err(err)?;
         Ok(index)
     }
 
@@ -368,7 +419,8 @@ impl LocalIndex {
         self.drop_filter();
         self.conn()?
             .execute_batch(
-                "DELETE FROM segments; DELETE FROM superseded; DELETE FROM packs; DELETE FROM blobs;",
+                "DELETE FROM segments; DELETE FROM superseded; DELETE FROM packs; DELETE FROM blobs;
+                 DELETE FROM recent_blobs; INSERT OR REPLACE INTO meta VALUES ('recent_blobs', 0);",
             )
             .map_err(|e| self.err(e))
     }
@@ -398,14 +450,24 @@ impl LocalIndex {
         Ok(out)
     }
 
-    /// Loads one index segment, in one transaction.
+    /// Loads one index segment, in one transaction, into the table of recent blobs; moves
+    /// those into the main table once there are enough of them.
     pub fn add_segment(&self, id: IndexId, segment: &IndexSegment) -> Result<()> {
-        {
+        let recent = {
             let mut conn = self.conn()?;
             let tx = conn.transaction().map_err(|e| self.err(e))?;
-            self.insert_segment(&tx, id, segment, INSERT_BLOB)?;
+            let added = self.insert_segment(&tx, id, segment, Destination::Recent)?;
+            let recent: i64 = tx
+                .query_row(
+                    "INSERT INTO meta VALUES ('recent_blobs', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = value + ?1 RETURNING value",
+                    params![added as i64],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err(e))?;
             tx.commit().map_err(|e| self.err(e))?;
-        }
+            recent.max(0) as u64
+        };
         let mut state = write(&self.filter);
         if let FilterState::Built(filter) = &mut *state {
             for blob in segment.packs.iter().flat_map(|p| &p.blobs) {
@@ -417,7 +479,38 @@ impl LocalIndex {
                 self.unfiltered_lookups.store(0, Ordering::Relaxed);
             }
         }
+        drop(state);
+        if recent > (self.recent_merge_threshold)(self.estimated_blobs()?) {
+            self.merge_recent()?;
+        }
         Ok(())
+    }
+
+    /// Moves every recent blob into the main table, in id order, so that each page of it is
+    /// written once. The blobs indexed stay the same, and so does the id filter.
+    pub fn merge_recent(&self) -> Result<()> {
+        self.conn()?
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 INSERT OR IGNORE INTO blobs SELECT * FROM recent_blobs ORDER BY id, pack;
+                 DELETE FROM recent_blobs;
+                 INSERT OR REPLACE INTO meta VALUES ('recent_blobs', 0);
+                 COMMIT;",
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// The blobs indexed, estimated from the database's size.
+    fn estimated_blobs(&self) -> Result<u64> {
+        let bytes: i64 = self
+            .conn()?
+            .query_row(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(bytes.max(0) as u64 / DATABASE_BYTES_PER_BLOB)
     }
 
     /// Starts loading many segments at once; see [`BulkLoad`].
@@ -437,35 +530,65 @@ impl LocalIndex {
         })
     }
 
-    /// Records a segment, its packs and its blobs (with `insert_blob`) in `conn`'s open
-    /// transaction.
+    /// Records a segment, its packs and its blobs (into `to`) in `conn`'s open transaction.
+    /// Returns how many blobs were added.
     fn insert_segment(
         &self,
         conn: &Connection,
         id: IndexId,
         segment: &IndexSegment,
-        insert_blob: &str,
-    ) -> Result<()> {
+        to: Destination,
+    ) -> Result<u64> {
+        let err = |e| self.err(e);
+        let mut find_pack = conn
+            .prepare_cached("SELECT num FROM packs WHERE id = ?1")
+            .map_err(err)?;
+        let mut resize_pack = conn
+            .prepare_cached("UPDATE packs SET size = ?2 WHERE num = ?1")
+            .map_err(err)?;
         let mut insert_pack = conn
-            .prepare_cached("INSERT INTO packs (id, size) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET size = excluded.size RETURNING num")
-            .map_err(|e| self.err(e))?;
-        let mut insert_blob = conn.prepare_cached(insert_blob).map_err(|e| self.err(e))?;
+            .prepare_cached("INSERT INTO packs (id, size) VALUES (?1, ?2) RETURNING num")
+            .map_err(err)?;
+        let (new_pack_blob, known_pack_blob) = match to {
+            Destination::Staged => (INSERT_STAGED, INSERT_STAGED),
+            Destination::Recent => (INSERT_RECENT, INSERT_RECENT_UNLESS_KNOWN),
+        };
+        let mut insert_new = conn.prepare_cached(new_pack_blob).map_err(err)?;
+        let mut insert_known = conn.prepare_cached(known_pack_blob).map_err(err)?;
         let mut blobs = Vec::with_capacity(segment.packs.iter().map(|p| p.blobs.len()).sum());
         for pack in &segment.packs {
-            let num: i64 = insert_pack
-                .query_row(
-                    params![pack.id.as_bytes().as_slice(), pack.size as i64],
-                    |r| r.get(0),
-                )
-                .map_err(|e| self.err(e))?;
-            blobs.extend(pack.blobs.iter().map(|b| (b, num)));
+            let id = pack.id.as_bytes().as_slice();
+            let size = pack.size as i64;
+            let known: Option<i64> = find_pack
+                .query_row(params![id], |r| r.get(0))
+                .optional()
+                .map_err(err)?;
+            let (num, known) = match known {
+                Some(num) => {
+                    resize_pack.execute(params![num, size]).map_err(err)?;
+                    (num, true)
+                }
+                None => (
+                    insert_pack
+                        .query_row(params![id, size], |r| r.get(0))
+                        .map_err(err)?,
+                    false,
+                ),
+            };
+            blobs.extend(pack.blobs.iter().map(|b| (b, num, known)));
         }
         // In id order: blob ids are random, so inserted as they come each would land on a
         // page of its own, and a table larger than the page cache would have its pages
         // written out and dirtied again many times in one transaction.
-        blobs.sort_unstable_by_key(|(blob, pack)| (blob.id, *pack));
-        for (b, num) in blobs {
-            insert_blob
+        blobs.sort_unstable_by_key(|(blob, pack, _)| (blob.id, *pack));
+        let mut added = 0;
+        for (b, num, known) in blobs {
+            let insert = if known {
+                &mut insert_known
+            } else {
+                &mut insert_new
+            };
+            added += insert
                 .execute(params![
                     b.id.as_bytes().as_slice(),
                     num,
@@ -474,7 +597,7 @@ impl LocalIndex {
                     b.length,
                     b.raw_length
                 ])
-                .map_err(|e| self.err(e))?;
+                .map_err(err)? as u64;
         }
         conn.execute(
             "INSERT OR IGNORE INTO segments VALUES (?1)",
@@ -488,7 +611,7 @@ impl LocalIndex {
             )
             .map_err(|e| self.err(e))?;
         }
-        Ok(())
+        Ok(added)
     }
 
     /// Whether the index holds blob `id`.
@@ -502,7 +625,7 @@ impl LocalIndex {
         let found = {
             let conn = self.conn()?;
             let mut stmt = conn
-                .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+                .prepare_cached("SELECT 1 FROM all_blobs WHERE id = ?1")
                 .map_err(|e| self.err(e))?;
             stmt.exists(params![id.as_bytes().as_slice()])
                 .map_err(|e| self.err(e))?
@@ -519,15 +642,7 @@ impl LocalIndex {
     /// Builds the id filter if `lookups` made without it have come to
     /// [`FILTER_BUILD_FRACTION`] of the blobs indexed.
     fn consider_filter(&self, lookups: u64) -> Result<()> {
-        let bytes: i64 = self
-            .conn()?
-            .query_row(
-                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))?;
-        let blobs = bytes.max(0) as u64 / DATABASE_BYTES_PER_BLOB;
+        let blobs = self.estimated_blobs()?;
         if blobs > FILTER_MAX_IDS {
             *write(&self.filter) = FilterState::TooLarge;
         } else if lookups >= blobs / FILTER_BUILD_FRACTION {
@@ -550,7 +665,11 @@ impl LocalIndex {
         conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
         let built = (|| {
             let count: i64 = conn
-                .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
+                .query_row(
+                    "SELECT (SELECT count(*) FROM blobs) + (SELECT count(*) FROM recent_blobs)",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(|e| self.err(e))?;
             let count = count.max(0) as u64;
             if count > FILTER_MAX_IDS {
@@ -559,7 +678,7 @@ impl LocalIndex {
             let capacity = (count as usize + count as usize / 2).max(FILTER_MIN_CAPACITY);
             let mut filter = IdFilter::with_capacity(capacity);
             let mut stmt = conn
-                .prepare_cached("SELECT id FROM blobs")
+                .prepare_cached("SELECT id FROM all_blobs")
                 .map_err(|e| self.err(e))?;
             let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
             while let Some(row) = rows.next().map_err(|e| self.err(e))? {
@@ -695,11 +814,15 @@ impl LocalIndex {
     fn delete_packs(&self, conn: &Connection, packs: &[PackId]) -> Result<()> {
         for pack in packs {
             let p = pack.as_bytes().as_slice();
-            conn.execute(
-                "DELETE FROM blobs WHERE pack = (SELECT num FROM packs WHERE id = ?1)",
-                params![p],
-            )
-            .map_err(|e| self.err(e))?;
+            for table in ["blobs", "recent_blobs"] {
+                conn.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE pack = (SELECT num FROM packs WHERE id = ?1)"
+                    ),
+                    params![p],
+                )
+                .map_err(|e| self.err(e))?;
+            }
             conn.execute("DELETE FROM packs WHERE id = ?1", params![p])
                 .map_err(|e| self.err(e))?;
         }
@@ -737,7 +860,7 @@ impl LocalIndex {
     pub fn for_each_blob(&self, mut f: impl FnMut(BlobLocation)) -> Result<()> {
         let conn = self.conn()?;
         let mut stmt = conn
-            .prepare("SELECT b.id, b.kind, p.id, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.num = b.pack")
+            .prepare("SELECT b.id, b.kind, p.id, b.offset, b.length, b.raw_length FROM all_blobs b JOIN packs p ON p.num = b.pack")
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
@@ -771,7 +894,7 @@ impl LocalIndex {
         let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT b.id, b.kind, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.num = b.pack WHERE p.id = ?1",
+                "SELECT b.id, b.kind, b.offset, b.length, b.raw_length FROM all_blobs b JOIN packs p ON p.num = b.pack WHERE p.id = ?1",
             )
             .map_err(|e| self.err(e))?;
         let mut rows = stmt
@@ -851,6 +974,99 @@ mod tests {
             .add_segment(IndexId([9; 32]), &segment(1, blobs))
             .unwrap();
         (dir, index)
+    }
+
+    /// How many rows the main table and the table of recent blobs hold.
+    fn rows(index: &LocalIndex) -> (i64, i64) {
+        let conn = index.conn().unwrap();
+        let count = |table: &str| {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        (count("blobs"), count("recent_blobs"))
+    }
+
+    /// Every blob the index lists, as (blob, pack, offset), sorted.
+    fn listed(index: &LocalIndex) -> Vec<(u8, u8, u64)> {
+        let mut out = Vec::new();
+        index
+            .for_each_blob(|b| out.push((b.id.0[0], b.pack.0[0], b.offset)))
+            .unwrap();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn added_segments_wait_among_recent_blobs_then_move_into_the_main_table_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = LocalIndex::open(&dir.path().join("index.sqlite"), &[1; 32]).unwrap();
+        index.recent_merge_threshold = |_| 4;
+        index
+            .add_segment(IndexId([9; 32]), &segment(1, &[10, 11]))
+            .unwrap();
+        index
+            .add_segment(IndexId([8; 32]), &segment(2, &[12]))
+            .unwrap();
+        assert_eq!(rows(&index), (0, 3));
+        assert!(index.contains(&BlobId([12; 32])).unwrap());
+        assert_eq!(
+            index.lookup(&BlobId([11; 32])).unwrap().unwrap().pack,
+            PackId([1; 32])
+        );
+        let mut in_pack = Vec::new();
+        index
+            .for_each_blob_in_pack(&PackId([2; 32]), |b| in_pack.push(b.id))
+            .unwrap();
+        assert_eq!(in_pack, [BlobId([12; 32])]);
+
+        // A segment naming a pack already indexed (as after a repair) adds only what is new.
+        index
+            .add_segment(IndexId([7; 32]), &segment(1, &[10, 11, 13]))
+            .unwrap();
+        assert_eq!(rows(&index), (0, 4));
+        assert_eq!(index.lookup_all(&BlobId([10; 32])).unwrap().len(), 1);
+
+        // The fifth is one too many: all five move, and the index lists the same.
+        let before = listed(&index);
+        index
+            .add_segment(IndexId([6; 32]), &segment(3, &[14]))
+            .unwrap();
+        assert_eq!(rows(&index), (5, 0));
+        let mut expected = before;
+        expected.push((14, 3, 0));
+        expected.sort();
+        assert_eq!(listed(&index), expected);
+
+        // Blobs already in the main table are not added again among the recent ones.
+        index
+            .add_segment(IndexId([5; 32]), &segment(1, &[10, 11, 13, 15]))
+            .unwrap();
+        assert_eq!(rows(&index), (5, 1));
+        assert_eq!(index.lookup_all(&BlobId([13; 32])).unwrap().len(), 1);
+        assert!(index.contains(&BlobId([15; 32])).unwrap());
+
+        // A dropped pack leaves both tables; a bulk load takes the recent blobs in.
+        index.drop_packs(&[PackId([1; 32])]).unwrap();
+        assert_eq!(listed(&index), [(12, 2, 0), (14, 3, 0)]);
+        index
+            .add_segment(IndexId([4; 32]), &segment(4, &[16]))
+            .unwrap();
+        let mut bulk = index.bulk_load().unwrap();
+        bulk.add_segment(IndexId([3; 32]), &segment(5, &[17]))
+            .unwrap();
+        bulk.finish().unwrap();
+        assert_eq!(rows(&index), (4, 0));
+        assert_eq!(
+            listed(&index),
+            [(12, 2, 0), (14, 3, 0), (16, 4, 0), (17, 5, 0)]
+        );
+    }
+
+    #[test]
+    fn recent_blobs_wait_for_two_million_or_an_eighth_of_the_index() {
+        assert_eq!(recent_merge_threshold(0), 2_000_000);
+        assert_eq!(recent_merge_threshold(10_000_000), 2_000_000);
+        assert_eq!(recent_merge_threshold(40_000_000), 5_000_000);
     }
 
     #[test]
