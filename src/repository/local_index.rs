@@ -37,9 +37,15 @@ const INSERT_RECENT_UNLESS_KNOWN: &str = "INSERT OR IGNORE INTO recent_blobs \
      SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE id = ?1 AND pack = ?2)";
 const INSERT_STAGED: &str = "INSERT INTO temp.staged VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
-/// Every copy of one blob, the most recently indexed pack first.
-const COPIES_QUERY: &str = "SELECT b.kind, p.id, b.offset, b.length, b.raw_length \
-     FROM all_blobs b JOIN packs p ON p.num = b.pack WHERE b.id = ?1 ORDER BY b.pack DESC";
+/// Every copy of one blob, the most recently indexed pack first. Each table searched by
+/// itself and the two merged: through the view, SQLite would copy the rows out and sort them.
+const COPIES_QUERY: &str = "\
+     SELECT b.kind, p.id, b.offset, b.length, b.raw_length, b.pack \
+     FROM blobs b JOIN packs p ON p.num = b.pack WHERE b.id = ?1 \
+     UNION ALL \
+     SELECT b.kind, p.id, b.offset, b.length, b.raw_length, b.pack \
+     FROM recent_blobs b JOIN packs p ON p.num = b.pack WHERE b.id = ?1 \
+     ORDER BY 6 DESC";
 
 /// Blobs added one segment at a time wait in the smaller table `recent_blobs` until it
 /// holds more than this many (so a first backup of a million files merges nothing)...
