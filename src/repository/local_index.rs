@@ -254,29 +254,32 @@ impl LocalIndex {
             reason: e.to_string(),
         };
         let conn = Self::connect(path)?;
-        conn.execute_batch(
+        // The main table of blobs and the table of recent ones have the same columns.
+        let blob_table = |name: &str| {
+            format!(
+                "CREATE TABLE IF NOT EXISTS {name} (
+                     id BLOB NOT NULL, pack INTEGER NOT NULL, kind INTEGER NOT NULL,
+                     offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL,
+                     PRIMARY KEY (id, pack)
+                 ) WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS {name}_by_pack ON {name} (pack);"
+            )
+        };
+        conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS segments (id BLOB PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS superseded (id BLOB PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS packs (
                  num INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS blobs (
-                 id BLOB NOT NULL, pack INTEGER NOT NULL, kind INTEGER NOT NULL,
-                 offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL,
-                 PRIMARY KEY (id, pack)
-             ) WITHOUT ROWID;
-             CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
-             CREATE TABLE IF NOT EXISTS recent_blobs (
-                 id BLOB NOT NULL, pack INTEGER NOT NULL, kind INTEGER NOT NULL,
-                 offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL,
-                 PRIMARY KEY (id, pack)
-             ) WITHOUT ROWID;
-             CREATE INDEX IF NOT EXISTS recent_blobs_by_pack ON recent_blobs (pack);
+             {}
+             {}
              CREATE VIEW IF NOT EXISTS all_blobs AS
                  SELECT * FROM blobs UNION ALL SELECT * FROM recent_blobs;
              CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;",
-        )
+            blob_table("blobs"),
+            blob_table("recent_blobs"),
+        ))
         .map_err(err)?;
         let index = LocalIndex {
             path: path.to_path_buf(),
@@ -992,6 +995,16 @@ mod tests {
         (count("blobs"), count("recent_blobs"))
     }
 
+    /// The blobs the index places in pack `[pack; 32]`, sorted.
+    fn blobs_in_pack(index: &LocalIndex, pack: u8) -> Vec<BlobId> {
+        let mut out = Vec::new();
+        index
+            .for_each_blob_in_pack(&PackId([pack; 32]), |b| out.push(b.id))
+            .unwrap();
+        out.sort();
+        out
+    }
+
     /// Every blob the index lists, as (blob, pack, offset), sorted.
     fn listed(index: &LocalIndex) -> Vec<(u8, u8, u64)> {
         let mut out = Vec::new();
@@ -1019,11 +1032,7 @@ mod tests {
             index.lookup(&BlobId([11; 32])).unwrap().unwrap().pack,
             PackId([1; 32])
         );
-        let mut in_pack = Vec::new();
-        index
-            .for_each_blob_in_pack(&PackId([2; 32]), |b| in_pack.push(b.id))
-            .unwrap();
-        assert_eq!(in_pack, [BlobId([12; 32])]);
+        assert_eq!(blobs_in_pack(&index, 2), [BlobId([12; 32])]);
 
         // A segment naming a pack already indexed (as after a repair) adds only what is new.
         index
@@ -1325,11 +1334,9 @@ mod tests {
             index.lookup(&BlobId([20; 32])).unwrap().unwrap().pack,
             PackId([2; 32])
         );
-        let mut in_pack = Vec::new();
-        index
-            .for_each_blob_in_pack(&PackId([3; 32]), |loc| in_pack.push(loc.id))
-            .unwrap();
-        in_pack.sort();
-        assert_eq!(in_pack, vec![BlobId([10; 32]), BlobId([30; 32])]);
+        assert_eq!(
+            blobs_in_pack(&index, 3),
+            [BlobId([10; 32]), BlobId([30; 32])]
+        );
     }
 }
