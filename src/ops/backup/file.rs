@@ -71,8 +71,10 @@ const SEGMENT_LEN: usize = 8 << 20;
 
 /// Opens the file at `path` for reading; through `parent`, its directory, when the walk
 /// has that open, which spares the kernel a lookup of every component of the path.
+/// Never waits: a fifo put in the file's place since the walk saw it opens at once, and
+/// is found out by its metadata or its first read.
 fn open_source(parent: Option<&File>, name: &[u8], path: &Path) -> std::io::Result<File> {
-    let base = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let base = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
     let open = |flags: libc::c_int| match parent {
         Some(dir) => open_at(dir, name, flags),
         None => File::options().read(true).custom_flags(flags).open(path),
@@ -82,6 +84,18 @@ fn open_source(parent: Option<&File>, name: &[u8], path: &Path) -> std::io::Resu
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(base),
         other => other,
     }
+}
+
+/// Opens the entry `name` of `parent` (the file at `path`) and returns it with its
+/// metadata, if it is a regular file; `None` if it cannot be opened or is anything else.
+pub(crate) fn open_regular(
+    parent: Option<&File>,
+    name: &[u8],
+    path: &Path,
+) -> Option<(File, std::fs::Metadata)> {
+    let file = open_source(parent, name, path).ok()?;
+    let meta = file.metadata().ok()?;
+    meta.is_file().then_some((file, meta))
 }
 
 /// `openat(2)`: the entry `name` of the open directory `dir`.
@@ -168,13 +182,15 @@ fn parent_guide(ctx: &Context<'_>, old: Option<&Node>, max_size: usize) -> Optio
     Some(Guide::new(chunks, max_size))
 }
 
-/// Reads the file at `path` (named `node.name` in the open directory `parent`, if given),
-/// stores its chunks and fills in `node.content`, `node.size` and `node.xattrs`.
+/// Reads the file at `path` (named `node.name` in the open directory `parent`, if given;
+/// `opened` if the caller has it open already), stores its chunks and fills in
+/// `node.content`, `node.size` and `node.xattrs`.
 /// `old` is the file's entry in the parent snapshot, if it had one: where its chunks were
 /// cut is followed while the content still matches (see [`guide`]).
 pub(crate) fn read_content(
     ctx: &Context<'_>,
     parent: Option<&File>,
+    opened: Option<File>,
     path: &Path,
     node: &mut Node,
     old: Option<&Node>,
@@ -192,7 +208,10 @@ pub(crate) fn read_content(
         node.xattrs = super::walk::read_xattrs(path);
         return Ok(());
     }
-    let mut file = open_source(parent, &node.name, path).map_err(|e| Error::io(path, e))?;
+    let mut file = match opened {
+        Some(file) => file,
+        None => open_source(parent, &node.name, path).map_err(|e| Error::io(path, e))?,
+    };
     node.xattrs = super::walk::read_file_xattrs(&file);
     let chunker: Chunker = ctx.repo.chunker();
     let max_chunk = chunker.params().max_size as usize;

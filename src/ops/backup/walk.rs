@@ -163,7 +163,8 @@ pub(crate) fn virtual_tree(
                             return Ok(None);
                         }
                     };
-                    entry_node(ctx, None, path, name, &meta, old.cloned(), None)
+                    let previous = old.map(|node| (node.clone(), None));
+                    entry_node(ctx, None, path, name, &meta, previous, None)
                 }
                 Virtual::Ancestor(path, children) => {
                     let meta = match std::fs::symlink_metadata(path) {
@@ -231,17 +232,19 @@ fn locate_subtrees<'n>(
 }
 
 /// The node for one source entry of any kind; `None` when it could not be recorded.
-/// `parent` is its directory, when the walk has one; `old` is the parent snapshot's
-/// entry of the same name and `old_subtree` where its tree is stored, if known.
+/// `parent` is its directory, when the walk has one; `previous` is the parent snapshot's
+/// entry of the same name, with where its tree is stored if known. `opened` is the file
+/// itself, already open for reading, when `meta` was taken from it.
 fn entry_node(
     ctx: &Context<'_>,
     parent: Option<&OpenDir<'_>>,
     path: &Path,
     name: &[u8],
     meta: &Metadata,
-    old: Option<Node>,
-    old_subtree: Option<BlobLocation>,
+    previous: Option<(Node, Option<BlobLocation>)>,
+    opened: Option<std::fs::File>,
 ) -> Result<Option<Node>> {
+    let (old, old_subtree) = previous.map_or((None, None), |(node, at)| (Some(node), at));
     // An unchanged file or symlink is the parent's entry as it was: decided from the
     // metadata alone, before a node (with its owner's names) is built for nothing.
     if !ctx.force_read
@@ -264,7 +267,7 @@ fn entry_node(
     match node.kind {
         NodeKind::File => {
             let parent = parent.and_then(OpenDir::file);
-            match file::read_content(ctx, parent, path, &mut node, old.as_ref()) {
+            match file::read_content(ctx, parent, opened, path, &mut node, old.as_ref()) {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {
                     ctx.problem(path, "vanished during the backup");
@@ -384,6 +387,25 @@ fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<Tree>) -> Re
             if ctx.excludes.is_excluded(&path) {
                 return Ok(None);
             }
+            let name_bytes = OsStr::as_bytes(&name);
+            // A regular file the parent snapshot does not have is read whatever its
+            // metadata says: it is opened first and its metadata taken from the open file,
+            // one lookup of its name instead of two. Anything unexpected (it cannot be
+            // opened, or is no longer a regular file) takes the usual way below.
+            if old_node.is_none()
+                && entry.file_type().is_ok_and(|t| t.is_file())
+                && let Some((opened, meta)) = file::open_regular(handle.file(), name_bytes, &path)
+            {
+                return entry_node(
+                    ctx,
+                    Some(&handle),
+                    &path,
+                    name_bytes,
+                    &meta,
+                    None,
+                    Some(opened),
+                );
+            }
             // Metadata comes from the directory handle (fstatat on the entry's name), which
             // spares the kernel a walk of the whole path, and on all threads: in a large
             // directory it is most of the work.
@@ -411,8 +433,8 @@ fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<Tree>) -> Re
                 &path,
                 name,
                 &meta,
-                old_node,
-                old_subtree,
+                old_node.map(|node| (node, old_subtree)),
+                None,
             )
         })
         .collect::<Result<_>>()?;
