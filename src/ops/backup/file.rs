@@ -258,3 +258,35 @@ pub(crate) fn read_content(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn a_regular_file_opens_with_its_metadata_and_a_fifo_opens_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = File::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("file"), b"twelve bytes").unwrap();
+        let (_, meta) = open_regular(Some(&parent), b"file", &dir.path().join("file")).unwrap();
+        assert_eq!(meta.len(), 12);
+
+        // A fifo with no writer: opened for reading without O_NONBLOCK, it would wait for one.
+        let fifo = dir.path().join("fifo");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let parent = File::open(fifo.parent().unwrap()).unwrap();
+            let _ = sender.send(open_regular(Some(&parent), b"fifo", &fifo).is_none());
+        });
+        let answer = receiver.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(
+            answer,
+            Ok(true),
+            "a fifo is opened at once and not taken for a file"
+        );
+    }
+}
