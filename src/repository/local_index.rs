@@ -20,7 +20,7 @@ use crate::guard::{lock, read, write};
 use crate::id::{BlobId, IndexId, PackId};
 
 /// Bumped whenever the schema changes; an old database is then rebuilt.
-const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// A write-ahead log larger than this is folded into the database when the index is
 /// closed. Every process that opens the database first reads the whole log to rebuild its
