@@ -821,19 +821,22 @@ impl LocalIndex {
     }
 
     fn delete_packs(&self, conn: &Connection, packs: &[PackId]) -> Result<()> {
+        let err = |e| self.err(e);
+        // Each statement prepared once for all the packs: a prune may drop thousands.
+        let mut statements = [
+            "DELETE FROM blobs WHERE pack = (SELECT num FROM packs WHERE id = ?1)",
+            "DELETE FROM recent_blobs WHERE pack = (SELECT num FROM packs WHERE id = ?1)",
+            "DELETE FROM packs WHERE id = ?1",
+        ]
+        .into_iter()
+        .map(|sql| conn.prepare_cached(sql).map_err(err))
+        .collect::<Result<Vec<_>>>()?;
         for pack in packs {
-            let p = pack.as_bytes().as_slice();
-            for table in ["blobs", "recent_blobs"] {
-                conn.execute(
-                    &format!(
-                        "DELETE FROM {table} WHERE pack = (SELECT num FROM packs WHERE id = ?1)"
-                    ),
-                    params![p],
-                )
-                .map_err(|e| self.err(e))?;
+            for statement in &mut statements {
+                statement
+                    .execute(params![pack.as_bytes().as_slice()])
+                    .map_err(err)?;
             }
-            conn.execute("DELETE FROM packs WHERE id = ?1", params![p])
-                .map_err(|e| self.err(e))?;
         }
         Ok(())
     }
@@ -985,6 +988,16 @@ mod tests {
         (dir, index)
     }
 
+    /// Adds blobs 10 and 11 in pack 1 (segment 9), then blob 12 in pack 2 (segment 8).
+    fn add_two_segments(index: &LocalIndex) {
+        index
+            .add_segment(IndexId([9; 32]), &segment(1, &[10, 11]))
+            .unwrap();
+        index
+            .add_segment(IndexId([8; 32]), &segment(2, &[12]))
+            .unwrap();
+    }
+
     /// How many rows the main table and the table of recent blobs hold.
     fn rows(index: &LocalIndex) -> (i64, i64) {
         let conn = index.conn().unwrap();
@@ -1020,12 +1033,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut index = LocalIndex::open(&dir.path().join("index.sqlite"), &[1; 32]).unwrap();
         index.recent_merge_threshold = |_| 4;
-        index
-            .add_segment(IndexId([9; 32]), &segment(1, &[10, 11]))
-            .unwrap();
-        index
-            .add_segment(IndexId([8; 32]), &segment(2, &[12]))
-            .unwrap();
+        add_two_segments(&index);
         assert_eq!(rows(&index), (0, 3));
         assert!(index.contains(&BlobId([12; 32])).unwrap());
         assert_eq!(
@@ -1089,12 +1097,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x/index.sqlite");
         let index = LocalIndex::open(&path, &[1; 32]).unwrap();
-        index
-            .add_segment(IndexId([9; 32]), &segment(1, &[10, 11]))
-            .unwrap();
-        index
-            .add_segment(IndexId([8; 32]), &segment(2, &[12]))
-            .unwrap();
+        add_two_segments(&index);
         let loc = index.lookup(&BlobId([11; 32])).unwrap().unwrap();
         assert_eq!(
             (loc.pack, loc.offset, loc.length),
