@@ -464,7 +464,12 @@ impl LocalIndex {
     pub fn add_segment(&self, id: IndexId, segment: &IndexSegment) -> Result<()> {
         let recent = {
             let mut conn = self.conn()?;
-            let tx = conn.transaction().map_err(|e| self.err(e))?;
+            // A writer from the start: begun as a reader (its first statement reads), it
+            // could not become one after another process's commit, and would fail at once
+            // instead of waiting its turn.
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| self.err(e))?;
             let added = self.insert_segment(&tx, id, segment, Destination::Recent)?;
             let recent: i64 = tx
                 .query_row(
