@@ -5,7 +5,7 @@
 //! in segments; each segment's chunks are hashed, compressed and sealed on all cores.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -117,18 +117,41 @@ fn open_at(dir: &File, name: &[u8], flags: libc::c_int) -> std::io::Result<File>
     }
 }
 
-/// Reads until `buf` holds `want` more bytes or the file ends; returns bytes added.
-fn fill(file: &mut File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<usize> {
+/// Reads until `buf` holds `want` more bytes or the file ends; returns the bytes added.
+///
+/// The end is a read that returns nothing, or one that falls short of what it asked for
+/// with the bytes added come to `expected`, what the file's metadata says is left: a small
+/// file is read with one call rather than a second to find its end. A file that has grown
+/// fills the read, and one that has shrunk falls short of `expected`; either is read on
+/// to its end.
+fn fill(file: &File, buf: &mut Vec<u8>, want: usize, expected: u64) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
     let start = buf.len();
     buf.reserve_exact(want);
-    let mut limited = file.take(want as u64);
-    loop {
-        match limited.read_to_end(buf) {
-            Ok(_) => return Ok(buf.len() - start),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+    while buf.len() - start < want {
+        let asked = want - (buf.len() - start);
+        let spare = &mut buf.spare_capacity_mut()[..asked];
+        // SAFETY: `spare` is `asked` bytes of `buf`'s own memory; read(2) writes at most
+        // that many, and the length grows by only as many as it wrote.
+        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), asked) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        let n = n as usize;
+        // SAFETY: the kernel has written the `n` bytes past the old length.
+        unsafe { buf.set_len(buf.len() + n) };
+        if n < asked && (buf.len() - start) as u64 == expected {
+            break;
         }
     }
+    Ok(buf.len() - start)
 }
 
 /// Saves every chunk of `data` as cut by `cuts`, in parallel; returns their ids.
@@ -208,7 +231,7 @@ pub(crate) fn read_content(
         node.xattrs = super::walk::read_xattrs(path);
         return Ok(());
     }
-    let mut file = match opened {
+    let file = match opened {
         Some(file) => file,
         None => open_source(parent, &node.name, path).map_err(|e| Error::io(path, e))?,
     };
@@ -223,7 +246,8 @@ pub(crate) fn read_content(
     let first_read = (node.size as usize).saturating_add(1).min(SEGMENT_LEN);
     let mut want = first_read;
     loop {
-        let got = fill(&mut file, &mut buf, want).map_err(|e| Error::io(path, e))?;
+        let expected = node.size.saturating_sub(total);
+        let got = fill(&file, &mut buf, want, expected).map_err(|e| Error::io(path, e))?;
         total += got as u64;
         ctx.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
         ctx.progress.advance(0, got as u64);
@@ -263,6 +287,61 @@ pub(crate) fn read_content(
 mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
+
+    /// A pipe, its read end made a `File` that never waits, holding `bytes` from a writer
+    /// that stays open: a read past them fails (`EAGAIN`) rather than finding an end.
+    fn pipe_holding(bytes: &[u8]) -> (File, File) {
+        use std::io::Write;
+        use std::os::fd::FromRawFd;
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 returns, each owned once below.
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) },
+            0
+        );
+        let (reader, mut writer) =
+            unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        writer.write_all(bytes).unwrap();
+        (reader, writer)
+    }
+
+    #[test]
+    fn a_short_read_that_brings_what_the_metadata_promised_is_the_end() {
+        // Twelve bytes expected, thirteen asked for: one read, no second to find the end.
+        let (reader, _writer) = pipe_holding(b"twelve bytes");
+        let mut buf = Vec::new();
+        assert_eq!(fill(&reader, &mut buf, 13, 12).unwrap(), 12);
+        assert_eq!(buf, b"twelve bytes");
+
+        // Fewer bytes than expected (the file shrank): read on, to whatever ends it.
+        let (reader, _writer) = pipe_holding(b"twelve bytes");
+        let mut buf = b"kept".to_vec();
+        let e = fill(&reader, &mut buf, 13, 20).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "a second read was made");
+        assert_eq!(buf, b"kepttwelve bytes");
+    }
+
+    #[test]
+    fn a_file_is_read_whole_whatever_its_metadata_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        std::fs::write(&path, b"twelve bytes").unwrap();
+        for expected in [0, 5, 11, 12, 13, 100] {
+            let mut buf = Vec::new();
+            let got = fill(&File::open(&path).unwrap(), &mut buf, 1 << 20, expected).unwrap();
+            assert_eq!(
+                (got, &buf[..]),
+                (12, &b"twelve bytes"[..]),
+                "expected {expected}"
+            );
+        }
+        let mut buf = Vec::new();
+        assert_eq!(
+            fill(&File::open(&path).unwrap(), &mut buf, 5, 12).unwrap(),
+            5
+        );
+        assert_eq!(buf, b"twelv");
+    }
 
     #[test]
     fn a_regular_file_opens_with_its_metadata_and_a_fifo_opens_without_waiting() {
