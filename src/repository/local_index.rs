@@ -12,7 +12,7 @@ use std::sync::{Condvar, Mutex, RwLock};
 use rayon::prelude::*;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::id_filter::IdFilter;
+use super::id_filter::{self, IdFilter};
 use crate::error::{Error, Result};
 use crate::format::index::IndexSegment;
 use crate::format::pack::BlobKind;
@@ -98,6 +98,9 @@ const FILTER_MAX_IDS: u64 = 16_000_000;
 /// Room in a new filter: for the blobs indexed, half as many again, and at least this many.
 const FILTER_MIN_CAPACITY: usize = 1 << 20;
 
+/// The filter is saved beside the database, under its name with this added.
+const SAVED_FILTER_SUFFIX: &str = "-filter";
+
 /// How many recent blobs may wait before they are moved into the main table, with about
 /// `indexed` blobs in the index.
 fn recent_merge_threshold(indexed: u64) -> u64 {
@@ -119,6 +122,8 @@ pub struct LocalIndex {
     connection_returned: Condvar,
     /// In front of [`contains`](Self::contains), once enough lookups have been made.
     filter: RwLock<FilterState>,
+    /// Where the filter is saved for the next process: beside the database.
+    saved_filter_path: PathBuf,
     /// Lookups [`contains`](Self::contains) made in the database while there was no filter.
     unfiltered_lookups: AtomicU64,
     /// How many recent blobs may wait, given how many are indexed:
@@ -132,9 +137,29 @@ pub struct LocalIndex {
 /// its own claim to them until then.
 enum FilterState {
     NotBuilt,
-    Built(IdFilter),
+    Built(BuiltFilter),
     /// The index is too large for one.
     TooLarge,
+}
+
+struct BuiltFilter {
+    ids: IdFilter,
+    /// The database's id generation (see [`LocalIndex::id_generation`]) whose blobs the
+    /// filter holds, as long as this process has seen every change since; `None` once
+    /// another process has added blobs in between, which the filter may lack.
+    generation: Option<i64>,
+    /// Whether the saved filter is this one.
+    saved: bool,
+}
+
+/// The state of the database a saved filter holds: the database itself (made afresh, it
+/// gets a new instance), and its id generation.
+fn filter_tag(instance: &[u8], generation: i64) -> [u8; id_filter::TAG_LEN] {
+    let mut tag = [0; id_filter::TAG_LEN];
+    let n = instance.len().min(16);
+    tag[..n].copy_from_slice(&instance[..n]);
+    tag[16..].copy_from_slice(&generation.to_le_bytes());
+    tag
 }
 
 struct Pool {
@@ -225,6 +250,7 @@ impl Drop for BulkLoad<'_> {
 
 impl Drop for LocalIndex {
     fn drop(&mut self) {
+        self.save_filter();
         self.fold_log_if_larger_than(WAL_FOLD_BYTES);
     }
 }
@@ -239,7 +265,7 @@ impl LocalIndex {
         match Self::try_open(path, repo_id) {
             Ok(index) => Ok(index),
             Err(_) => {
-                for suffix in ["", "-wal", "-shm"] {
+                for suffix in ["", "-wal", "-shm", SAVED_FILTER_SUFFIX] {
                     let p = PathBuf::from(format!("{}{suffix}", path.display()));
                     let _ = std::fs::remove_file(p);
                 }
@@ -289,6 +315,7 @@ impl LocalIndex {
             }),
             connection_returned: Condvar::new(),
             filter: RwLock::new(FilterState::NotBuilt),
+            saved_filter_path: PathBuf::from(format!("{}{SAVED_FILTER_SUFFIX}", path.display())),
             unfiltered_lookups: AtomicU64::new(0),
             recent_merge_threshold,
         };
@@ -311,9 +338,15 @@ impl LocalIndex {
             )
             .map_err(err)?;
         }
+        let instance: [u8; 16] = crate::crypto::random_bytes();
         index
             .conn()?
-            .execute("INSERT OR IGNORE INTO meta VALUES ('recent_blobs', 0)", [])
+            .execute_batch(&format!(
+                "INSERT OR IGNORE INTO meta VALUES ('recent_blobs', 0);
+                 INSERT OR IGNORE INTO meta VALUES ('id_generation', 0);
+                 INSERT OR IGNORE INTO meta VALUES ('instance', x'{}');",
+                hex::encode(instance)
+            ))
             .map_err(err)?;
         Ok(index)
     }
@@ -470,7 +503,7 @@ impl LocalIndex {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(|e| self.err(e))?;
-            let added = self.insert_segment(&tx, id, segment, Destination::Recent)?;
+            let (added, generation) = self.insert_segment(&tx, id, segment, Destination::Recent)?;
             let recent: i64 = tx
                 .query_row(
                     "INSERT INTO meta VALUES ('recent_blobs', ?1)
@@ -480,14 +513,26 @@ impl LocalIndex {
                 )
                 .map_err(|e| self.err(e))?;
             tx.commit().map_err(|e| self.err(e))?;
-            recent.max(0) as u64
+            (recent.max(0) as u64, generation)
         };
+        let (recent, generation) = recent;
         let mut state = write(&self.filter);
+        if matches!(*state, FilterState::NotBuilt) {
+            // Kept up to date, the saved filter spares the next process building one.
+            if let Some(saved) = self.read_saved_filter(generation - 1) {
+                *state = FilterState::Built(saved);
+            }
+        }
         if let FilterState::Built(filter) = &mut *state {
             for blob in segment.packs.iter().flat_map(|p| &p.blobs) {
-                filter.insert(&blob.id);
+                filter.ids.insert(&blob.id);
             }
-            if filter.is_overfull() {
+            filter.generation = filter
+                .generation
+                .filter(|&seen| seen == generation - 1)
+                .map(|_| generation);
+            filter.saved = false;
+            if filter.ids.is_overfull() {
                 // Built again, larger, once enough lookups have been made without it.
                 *state = FilterState::NotBuilt;
                 self.unfiltered_lookups.store(0, Ordering::Relaxed);
@@ -544,15 +589,16 @@ impl LocalIndex {
         })
     }
 
-    /// Records a segment, its packs and its blobs (into `to`) in `conn`'s open transaction.
-    /// Returns how many blobs were added.
+    /// Records a segment, its packs and its blobs (into `to`) in `conn`'s open transaction,
+    /// and moves the id generation on. Returns how many blobs were added, and the new
+    /// generation.
     fn insert_segment(
         &self,
         conn: &Connection,
         id: IndexId,
         segment: &IndexSegment,
         to: Destination,
-    ) -> Result<u64> {
+    ) -> Result<(u64, i64)> {
         let err = |e| self.err(e);
         let mut find_pack = conn
             .prepare_cached("SELECT num FROM packs WHERE id = ?1")
@@ -625,13 +671,20 @@ impl LocalIndex {
             )
             .map_err(|e| self.err(e))?;
         }
-        Ok(added)
+        let generation = conn
+            .query_row(
+                "UPDATE meta SET value = value + 1 WHERE key = 'id_generation' RETURNING value",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok((added, generation))
     }
 
     /// Whether the index holds blob `id`.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
         let unfiltered = match &*read(&self.filter) {
-            FilterState::Built(filter) if !filter.may_contain(id) => return Ok(false),
+            FilterState::Built(filter) if !filter.ids.may_contain(id) => return Ok(false),
             FilterState::Built(_) => false,
             FilterState::NotBuilt => true,
             FilterState::TooLarge => false,
@@ -659,7 +712,7 @@ impl LocalIndex {
         let blobs = self.estimated_blobs()?;
         if blobs > FILTER_MAX_IDS {
             *write(&self.filter) = FilterState::TooLarge;
-        } else if lookups >= blobs / FILTER_BUILD_FRACTION {
+        } else if !self.adopt_saved_filter()? && lookups >= blobs / FILTER_BUILD_FRACTION {
             self.build_id_filter()?;
         }
         Ok(())
@@ -689,6 +742,7 @@ impl LocalIndex {
             if count > FILTER_MAX_IDS {
                 return Ok(FilterState::TooLarge);
             }
+            let generation = self.id_generation(&conn)?;
             let capacity = (count as usize + count as usize / 2).max(FILTER_MIN_CAPACITY);
             let mut filter = IdFilter::with_capacity(capacity);
             let mut stmt = conn
@@ -702,7 +756,11 @@ impl LocalIndex {
                     filter.insert(&id);
                 }
             }
-            Ok(FilterState::Built(filter))
+            Ok(FilterState::Built(BuiltFilter {
+                ids: filter,
+                generation: Some(generation),
+                saved: false,
+            }))
         })();
         let end = conn.execute_batch("COMMIT");
         *state = built?;
@@ -714,6 +772,92 @@ impl LocalIndex {
     fn drop_filter(&self) {
         *write(&self.filter) = FilterState::NotBuilt;
         self.unfiltered_lookups.store(0, Ordering::Relaxed);
+    }
+
+    /// The id generation: moved on by every transaction that adds blobs, so that a saved
+    /// filter can tell whether it still holds every blob in the database. Removing blobs
+    /// leaves it be: a filter that holds more ids than the database still answers rightly.
+    fn id_generation(&self, conn: &Connection) -> Result<i64> {
+        conn.query_row(
+            "SELECT value FROM meta WHERE key = 'id_generation'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| self.err(e))
+    }
+
+    /// The tag of the database's present state, for a filter holding generation `generation`.
+    fn tag_at(&self, generation: i64) -> Result<[u8; id_filter::TAG_LEN]> {
+        let instance = self.query_meta("instance")?.unwrap_or_default();
+        Ok(filter_tag(&instance, generation))
+    }
+
+    /// Takes up the saved filter, if there is no filter yet and the saved one holds the
+    /// database as it is. Returns whether there is a filter now.
+    fn adopt_saved_filter(&self) -> Result<bool> {
+        let mut state = write(&self.filter);
+        if matches!(*state, FilterState::NotBuilt) {
+            let conn = self.conn()?;
+            let generation = self.id_generation(&conn)?;
+            drop(conn);
+            if let Some(saved) = self.read_saved_filter(generation) {
+                *state = FilterState::Built(saved);
+            }
+        }
+        Ok(matches!(*state, FilterState::Built(_)))
+    }
+
+    /// The saved filter, if it holds generation `generation` of this database; `None` if
+    /// it holds another, or is missing or damaged. Only its header is read unless it fits.
+    fn read_saved_filter(&self, generation: i64) -> Option<BuiltFilter> {
+        use std::io::{Read, Seek};
+        let tag = self.tag_at(generation).ok()?;
+        let mut file = std::fs::File::open(&self.saved_filter_path).ok()?;
+        let mut header = [0; id_filter::SAVED_HEADER_LEN];
+        file.read_exact(&mut header).ok()?;
+        if IdFilter::saved_tag(&header) != Some(tag) {
+            return None;
+        }
+        file.rewind().ok()?;
+        let (ids, saved_tag) = IdFilter::read_saved(&mut std::io::BufReader::new(file))?;
+        (saved_tag == tag).then_some(BuiltFilter {
+            ids,
+            generation: Some(generation),
+            saved: true,
+        })
+    }
+
+    /// Saves the filter for the next process, if it holds every blob of the database as it
+    /// is and differs from the one saved. Best effort: a filter that cannot be saved is
+    /// built again when worth it. Written under a temporary name and renamed, so a reader
+    /// finds the old one or the new; one damaged by a crash fails its hash and is not used.
+    fn save_filter(&self) {
+        let state = read(&self.filter);
+        let FilterState::Built(BuiltFilter {
+            ids,
+            generation: Some(generation),
+            saved: false,
+        }) = &*state
+        else {
+            return;
+        };
+        let current = self.conn().and_then(|conn| self.id_generation(&conn));
+        let Ok(tag) = self.tag_at(*generation) else {
+            return;
+        };
+        if current.ok() != Some(*generation) {
+            return;
+        }
+        let mut temporary = self.saved_filter_path.clone().into_os_string();
+        temporary.push(format!(".{}.tmp", std::process::id()));
+        let written = std::fs::File::create(&temporary).and_then(|file| {
+            let mut out = std::io::BufWriter::new(file);
+            ids.write_saved(&tag, &mut out)?;
+            out.into_inner().map_err(|e| e.into_error()).map(drop)
+        });
+        if written.is_err() || std::fs::rename(&temporary, &self.saved_filter_path).is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
     }
 
     /// Where a blob is stored; of several copies, the one in the most recently indexed pack.
@@ -1166,13 +1310,132 @@ mod tests {
         assert!(!present(12));
     }
 
+    /// Whether the filter in memory came from the saved one and is still the same.
+    fn filter_is_the_saved_one(index: &LocalIndex) -> bool {
+        matches!(
+            *read(&index.filter),
+            FilterState::Built(BuiltFilter { saved: true, .. })
+        )
+    }
+
+    /// Whether the filter in memory may hold blob `b` (`false` if there is none).
+    fn filter_may_hold(index: &LocalIndex, b: u8) -> bool {
+        match &*read(&index.filter) {
+            FilterState::Built(filter) => filter.ids.may_contain(&BlobId([b; 32])),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn the_id_filter_is_saved_for_the_next_process_which_keeps_it_up_to_date() {
+        let (dir, index) = index_holding(&[10, 11]);
+        let path = dir.path().join("index.sqlite");
+        look_up_absent_blobs(&index);
+        assert!(filter_is_built(&index) && !filter_is_the_saved_one(&index));
+        drop(index);
+        assert!(dir.path().join("index.sqlite-filter").exists());
+
+        // The next process takes it up at its first check instead of building one.
+        let index = LocalIndex::open(&path, &[1; 32]).unwrap();
+        assert!(!filter_is_built(&index));
+        index.consider_filter(FILTER_CHECK_EVERY).unwrap();
+        assert!(filter_is_the_saved_one(&index));
+        drop(index);
+
+        // A process that adds blobs takes it up too, adds them, and saves it again.
+        let index = LocalIndex::open(&path, &[1; 32]).unwrap();
+        index
+            .add_segment(IndexId([8; 32]), &segment(2, &[12]))
+            .unwrap();
+        assert!(filter_may_hold(&index, 12) && !filter_is_the_saved_one(&index));
+        drop(index);
+        let index = LocalIndex::open(&path, &[1; 32]).unwrap();
+        assert!(index.adopt_saved_filter().unwrap());
+        assert!(filter_may_hold(&index, 10) && filter_may_hold(&index, 12));
+        assert!(!filter_may_hold(&index, 13));
+    }
+
+    #[test]
+    fn a_saved_filter_that_may_lack_blobs_is_not_used() {
+        let (dir, index) = index_holding(&[10, 11]);
+        let path = dir.path().join("index.sqlite");
+        look_up_absent_blobs(&index);
+        // Another process adds a segment while this one holds its filter: this one's filter
+        // lacks blob 12, and may not be saved as holding the database.
+        let other = LocalIndex::open(&path, &[1; 32]).unwrap();
+        other
+            .add_segment(IndexId([8; 32]), &segment(2, &[12]))
+            .unwrap();
+        drop(other);
+        index
+            .add_segment(IndexId([7; 32]), &segment(3, &[13]))
+            .unwrap();
+        assert!(!filter_may_hold(&index, 12));
+        drop(index);
+        assert!(!dir.path().join("index.sqlite-filter").exists());
+
+        // A saved filter that blobs were added after.
+        let index = LocalIndex::open(&path, &[1; 32]).unwrap();
+        look_up_absent_blobs(&index);
+        drop(index);
+        let index = LocalIndex::open(&path, &[1; 32]).unwrap();
+        index
+            .conn()
+            .unwrap()
+            .execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'id_generation'",
+                [],
+            )
+            .unwrap();
+        assert!(!index.adopt_saved_filter().unwrap());
+        drop(index);
+
+        // A damaged one.
+        let index = LocalIndex::open(&path, &[1; 32]).unwrap();
+        look_up_absent_blobs(&index);
+        drop(index);
+        let saved = dir.path().join("index.sqlite-filter");
+        let mut bytes = std::fs::read(&saved).unwrap();
+        let last = bytes.len() - 40;
+        bytes[last] ^= 1;
+        std::fs::write(&saved, &bytes).unwrap();
+        let index = LocalIndex::open(&path, &[1; 32]).unwrap();
+        assert!(!index.adopt_saved_filter().unwrap());
+        drop(index);
+
+        // One saved for a database since made afresh.
+        let index = LocalIndex::open(&path, &[1; 32]).unwrap();
+        look_up_absent_blobs(&index);
+        let generation = index.id_generation(&index.conn().unwrap()).unwrap();
+        drop(index);
+        let kept = std::fs::read(&saved).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        std::fs::write(&saved, kept).unwrap();
+        let index = LocalIndex::open(&path, &[1; 32]).unwrap();
+        index
+            .conn()
+            .unwrap()
+            .execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'id_generation'",
+                params![generation],
+            )
+            .unwrap();
+        assert!(!index.adopt_saved_filter().unwrap());
+    }
+
     #[test]
     fn an_overfull_id_filter_is_dropped_not_trusted() {
         let (_dir, index) = index_holding(&[10]);
-        *write(&index.filter) = FilterState::Built({
-            let mut filter = IdFilter::with_capacity(2);
-            filter.insert(&BlobId([10; 32]));
-            filter
+        *write(&index.filter) = FilterState::Built(BuiltFilter {
+            ids: {
+                let mut filter = IdFilter::with_capacity(2);
+                filter.insert(&BlobId([10; 32]));
+                filter
+            },
+            generation: None,
+            saved: false,
         });
         let many: Vec<u8> = (20..120).collect();
         index
