@@ -810,7 +810,7 @@ impl LocalIndex {
     /// The saved filter, if it holds generation `generation` of this database; `None` if
     /// it holds another, or is missing or damaged. Only its header is read unless it fits.
     fn read_saved_filter(&self, generation: i64) -> Option<BuiltFilter> {
-        use std::io::{Read, Seek};
+        use std::io::Read;
         let tag = self.tag_at(generation).ok()?;
         let mut file = std::fs::File::open(&self.saved_filter_path).ok()?;
         let mut header = [0; id_filter::SAVED_HEADER_LEN];
@@ -818,9 +818,10 @@ impl LocalIndex {
         if IdFilter::saved_tag(&header) != Some(tag) {
             return None;
         }
-        file.rewind().ok()?;
-        let (ids, saved_tag) = IdFilter::read_saved(&mut std::io::BufReader::new(file))?;
-        (saved_tag == tag).then_some(BuiltFilter {
+        // The header read goes in front of the rest, which is read once, whole.
+        let mut whole = header.chain(std::io::BufReader::new(file));
+        let (ids, _) = IdFilter::read_saved(&mut whole)?;
+        Some(BuiltFilter {
             ids,
             generation: Some(generation),
             saved: true,

@@ -420,10 +420,9 @@ fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<Tree>) -> Re
                     return Ok(None);
                 }
             };
-            let name = OsStr::as_bytes(&name);
             if ctx.one_file_system && meta.is_dir() && meta.dev() != device {
                 // A mount point: recorded as an empty directory, its contents left out.
-                let mut node = node_from_metadata(name, &meta);
+                let mut node = node_from_metadata(name_bytes, &meta);
                 node.subtree = Some(ctx.save_tree(&Tree::default())?);
                 return Ok(Some(node));
             }
@@ -431,7 +430,7 @@ fn dir_tree(ctx: &Context<'_>, dir: &Path, device: u64, old: Option<Tree>) -> Re
                 ctx,
                 Some(&handle),
                 &path,
-                name,
+                name_bytes,
                 &meta,
                 old_node.map(|node| (node, old_subtree)),
                 None,
